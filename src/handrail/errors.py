@@ -1,0 +1,71 @@
+"""Every error a user can cause, in one tree, each with an exit code.
+
+    HandrailError                 exit 1   base; anything that went wrong in a run
+    ├── BadInput                  exit 2   bad runbook, missing path, corrupt file, bad option
+    │   ├── RunbookError          exit 2   runbook file cannot be loaded or is malformed
+    │   ├── ResourceError         exit 2   a resource is missing, unreadable or corrupt
+    │   └── PolicyError           exit 2   the engine refuses: a rule in DESIGN's policy forbids it
+    │       └── LeaseHeld         exit 2   another run holds the runbook's lease
+    ├── StepFailed                exit 1   a step's apply or rollback raised
+    ├── CheckFailed               exit 1   a gate's check failed
+    ├── BackupError               exit 1   a backup could not be taken or did not verify
+    └── RollbackConflict          exit 1   rows changed by someone else after the run wrote them
+
+The CLI turns each into its message and ``exit_code``. The library never prints.
+"""
+
+from __future__ import annotations
+
+
+class HandrailError(Exception):
+    """Base of every handrail error; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class BadInput(HandrailError):
+    """The user gave something unusable: a file, a path, an option."""
+
+    exit_code = 2
+
+
+class RunbookError(BadInput):
+    """A runbook file does not load or does not define a valid ``runbook``."""
+
+
+class ResourceError(BadInput):
+    """A resource is missing, unreadable, corrupt, or of the wrong kind."""
+
+
+class PolicyError(BadInput):
+    """The engine refuses an action that its safety policy forbids."""
+
+
+class LeaseHeld(PolicyError):
+    """Another run holds the lease of this runbook."""
+
+
+class StepFailed(HandrailError):
+    """A step's apply, verify or rollback raised an exception."""
+
+
+class CheckFailed(HandrailError):
+    """A gate's automated check failed."""
+
+
+class BackupError(HandrailError):
+    """A backup could not be taken, or it failed its verification."""
+
+
+class RollbackConflict(HandrailError):
+    """Rollback found rows that someone else changed after the run; they were left alone."""

@@ -1,0 +1,1 @@
+"""Helpers for testing runbooks (and handrail itself) against real backends."""
