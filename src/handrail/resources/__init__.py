@@ -1,5 +1,17 @@
-"""Resources: SQLite, JSON files, directories (and PostgreSQL, HTTP services)."""
+"""Resources: SQLite, JSON files, directories (PostgreSQL and HTTP services plug in the same way)."""
 
 from .base import ABSENT, Backup, Fingerprint, Resource, verify_backup
+from .directory import Directory
+from .jsonfile import JSONFile
+from .sqlite import SQLite
 
-__all__ = ["ABSENT", "Backup", "Fingerprint", "Resource", "verify_backup"]
+__all__ = [
+    "ABSENT",
+    "Backup",
+    "Directory",
+    "Fingerprint",
+    "JSONFile",
+    "Resource",
+    "SQLite",
+    "verify_backup",
+]

@@ -1,0 +1,82 @@
+"""What a step sees while the executor runs it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .model import Plan, Reject
+from .resources.base import Backup, Resource
+
+if TYPE_CHECKING:
+    from .journal import Journal
+
+R = TypeVar("R", bound=Resource)
+log = logging.getLogger("handrail")
+
+
+class StepContext:
+    """The run, the step, the resources to act on, and where to keep state.
+
+    Steps act on ``ctx.use(resource)``, never on the resource object directly: in a
+    rehearsal the executor binds every resource to a scratch clone, and production is
+    never touched.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        journal: Journal | None,
+        bindings: dict[str, Resource],
+        backups: dict[str, Backup],
+        work_dir: Path,
+        dry_run: bool = False,
+        state: dict[str, Any] | None = None,
+        plan: Plan | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.journal = journal
+        self.bindings = bindings
+        self.backups = backups
+        self.work_dir = work_dir
+        self.dry_run = dry_run
+        self.state: dict[str, Any] = dict(state or {})
+        self.plan = plan
+        self.stage: int | None = None
+        self.rejects: list[Reject] = []
+
+    def use(self, resource: R) -> R:
+        """The resource to act on: the real one, or its clone in a rehearsal."""
+        bound = self.bindings.get(resource.name, resource)
+        if not isinstance(bound, type(resource)):
+            raise TypeError(f"binding for {resource.name!r} is a {type(bound).__name__}")
+        return bound
+
+    def backup_of(self, resource: Resource) -> Backup | None:
+        """This run's verified backup of ``resource`` (None in a plan)."""
+        return self.backups.get(resource.name)
+
+    def save_state(self, **values: Any) -> None:
+        """Persist values in the journal before acting on them (survives a crash)."""
+        self.state.update(values)
+        if self.journal is not None and not self.dry_run:
+            self.journal.update_step(self.run_id, self.step, state=self.state)
+
+    def reject(self, source: str, key: str, reason: str) -> None:
+        """Report a record the step could not take; it is journalled, never dropped."""
+        self.rejects.append(Reject(source, key, reason))
+
+    def flush_rejects(self) -> list[Reject]:
+        out, self.rejects = self.rejects, []
+        if self.journal is not None and not self.dry_run and out:
+            self.journal.add_rejects(self.run_id, self.step, out)
+        return out
+
+    def step_dir(self) -> Path:
+        path = self.work_dir / self.step
+        path.mkdir(parents=True, exist_ok=True)
+        return path

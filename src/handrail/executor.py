@@ -1,0 +1,586 @@
+"""The run state machine: plan, run (and resume), gates, rollback.
+
+A run goes: validate resources -> take the lease -> snapshot and verify every resource a
+changing step writes -> record check baselines -> for each step: plan, plan gates, apply
+in stages and batches (each batch recorded), verify, stage and done gates. Every
+transition is journalled before the next action, so a crash at any instant leaves a
+journal from which ``run`` resumes and ``rollback`` undoes.
+
+Exactly-once batches: a step whose target is transactional commits each batch together
+with a ledger record inside the target (``Step.exactly_once``). On resume, batches the
+ledger knows are marked done without re-applying. Other steps are idempotent: re-applying
+a committed batch changes nothing (see each step's docstring).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .context import StepContext
+from .errors import (
+    BackupError,
+    CheckFailed,
+    HandrailError,
+    PolicyError,
+    RollbackConflict,
+    StepFailed,
+)
+from .journal import Heartbeat, Journal, Lease, whoami
+from .model import RESUMABLE, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
+from .resources.base import Backup, Fingerprint, Resource, verify_backup
+from .runbook import Check, Gate, Runbook, Step
+
+
+class Observer:
+    """Receives what happens during a run. The CLI draws it; the library never prints."""
+
+    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        """Something happened (a step started, a backup verified, a gate passed...)."""
+
+    def progress(self, step: str, done: int, total: int) -> None:
+        """Items done out of total for a batched step."""
+
+    def gate(self, key: str, gate: Gate, results: list[CheckResult], needs_human: bool) -> None:
+        """A gate was evaluated."""
+
+    def ask(self, key: str, gate: Gate, results: list[CheckResult]) -> bool | None:
+        """Ask a human now: True approves, False rejects, None leaves the run paused."""
+        return None
+
+
+@dataclass
+class RunOptions:
+    """How to run: who approves what, and which dangerous things are allowed."""
+
+    auto_approve: bool = False  # approve gates that need a human (--yes); fails still stop
+    allow_destructive: bool = False  # policy 4
+    take_over: bool = False  # take a stale lease (policy 5)
+    new_run: bool = False  # start a new run even if the last one can resume
+    lease_ttl: float = 60.0
+    observer: Observer = field(default_factory=Observer)
+
+
+@dataclass
+class RunResult:
+    """How a run (or a rollback) ended."""
+
+    run_id: str
+    status: RunStatus
+    message: str = ""
+    paused_gate: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.status is RunStatus.PAUSED:
+            return 3
+        if self.status in (RunStatus.COMPLETED, RunStatus.ROLLED_BACK) and not self.conflicts:
+            return 0
+        return 1
+
+
+class _Paused(Exception):
+    def __init__(self, gate_key: str) -> None:
+        super().__init__(gate_key)
+        self.gate_key = gate_key
+
+
+class _Rejected(Exception):
+    def __init__(self, gate_key: str, who: str) -> None:
+        super().__init__(gate_key)
+        self.gate_key, self.who = gate_key, who
+
+
+def gate_key(step: Step, gate: Gate, stage: int | None = None) -> str:
+    """The journal's name for one evaluation point of a gate."""
+    key = f"{step.name}/{gate.name}"
+    return f"{key}#stage{stage}" if stage is not None else key
+
+
+def check_key(step: Step, gate: Gate, check: Check) -> str:
+    return f"{step.name}/{gate.name}/{check.name}"
+
+
+class Executor:
+    """Runs one runbook against one journal.
+
+    ``runbook_key`` identifies the runbook across runs (its absolute path); ``bindings``
+    replaces resources by other ones of the same name (clones, in a rehearsal).
+    """
+
+    def __init__(
+        self,
+        runbook: Runbook,
+        journal: Journal,
+        *,
+        runbook_key: str,
+        options: RunOptions | None = None,
+        bindings: dict[str, Resource] | None = None,
+        mode: str = "run",
+    ) -> None:
+        self.runbook = runbook
+        self.journal = journal
+        self.key = runbook_key
+        self.options = options or RunOptions()
+        self.bindings = bindings or {}
+        self.mode = mode
+        self.plan_hash = runbook.plan_hash()
+        self.obs = self.options.observer
+
+    # -- helpers ------------------------------------------------------------------------
+    def resource(self, r: Resource) -> Resource:
+        return self.bindings.get(r.name, r)
+
+    def _ctx(self, run_id: str, step: Step, *, dry_run: bool = False) -> StepContext:
+        row = None if dry_run else self.journal.step(run_id, step.name)
+        backups = {} if dry_run else self._backups(run_id)
+        plan = Plan.from_json(row.plan) if row is not None and row.plan else None
+        return StepContext(
+            run_id=run_id,
+            step=step.name,
+            journal=None if dry_run else self.journal,
+            bindings=self.bindings,
+            backups=backups,
+            work_dir=self.journal.run_dir(run_id),
+            dry_run=dry_run,
+            state=row.state if row is not None else None,
+            plan=plan,
+        )
+
+    def _backups(self, run_id: str) -> dict[str, Backup]:
+        out = {}
+        for b in self.journal.backups(run_id):
+            out[b["resource"]] = Backup(
+                resource=b["resource"],
+                kind=b["kind"],
+                path=Path(b["path"]) if b["path"] else None,
+                sha256=b["sha256"],
+                size=b["size"],
+                fingerprint=Fingerprint.from_json(b["fingerprint"]),
+                meta=b["meta"],
+            )
+        return out
+
+    def _event(self, run_id: str | None, kind: str, message: str, step: str | None = None,
+               **data: Any) -> None:
+        self.journal.event(run_id, kind, message, step=step, data=data)
+        self.obs.event(kind, message, data)
+
+    def validate_resources(self) -> None:
+        """Every resource readable and not corrupt: raise before anything is changed."""
+        for r in self.runbook.resources:
+            self.resource(r).validate()
+
+    # -- plan ---------------------------------------------------------------------------
+    def plan(self) -> list[tuple[Step, Plan]]:
+        """Every step's dry run against the current state. Writes nothing anywhere."""
+        self.validate_resources()
+        out = []
+        for step in self.runbook.steps:
+            ctx = self._ctx("plan", step, dry_run=True)
+            try:
+                out.append((step, step.plan(ctx)))
+            except HandrailError:
+                raise
+            except Exception as exc:
+                raise StepFailed(f"step {step.name!r} failed to plan: {exc!r}") from exc
+        return out
+
+    # -- run ----------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Start a run, or resume the last one if it can be resumed."""
+        self.validate_resources()
+        self._check_policy()
+        lease = self.journal.acquire_lease(
+            self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over
+        )
+        try:
+            with Heartbeat(self.journal, lease, self.options.lease_ttl):
+                return self._run_locked(lease)
+        finally:
+            self.journal.release_lease(lease)
+
+    def _check_policy(self) -> None:
+        for step in self.runbook.steps:
+            if step.tier is Tier.DESTRUCTIVE and not self.options.allow_destructive:
+                raise PolicyError(
+                    f"step {step.name!r} is destructive ({step.blast.changes})",
+                    hint="read the plan, then run again with --allow-destructive",
+                )
+            if step.tier is Tier.EXTERNAL:
+                if step.stages is None or not step.gates_at("stage"):
+                    raise PolicyError(
+                        f"step {step.name!r} writes to {', '.join(r.name for r in step.writes)} "
+                        "that other people see; it must run in stages with a gate after each",
+                        hint="give it stages=[100, 1000, None] and a Gate(at='stage')",
+                    )
+
+    def _run_locked(self, lease: Lease) -> RunResult:
+        last = None if self.options.new_run else self.journal.latest_run(self.key, mode=self.mode)
+        if last is not None and last.status in RESUMABLE:
+            run_id = last.id
+            if last.plan_hash != self.plan_hash:
+                self._event(run_id, "plan-changed",
+                            "the runbook changed since this run started; approvals given "
+                            "before the change no longer count",
+                            old=last.plan_hash, new=self.plan_hash)
+                self.journal.set_plan_hash(run_id, self.plan_hash)
+            self._event(run_id, "resume", f"resuming run {run_id} ({last.status.value})")
+        elif last is not None and last.status is RunStatus.REJECTED and not self.options.new_run:
+            raise PolicyError(
+                f"run {last.id} was rejected at gate {last.paused_gate}",
+                hint=f"roll it back with `handrail rollback {last.id}`, or start over with --new",
+            )
+        else:
+            run_id = self.journal.create_run(
+                self.key, self.runbook.name, self.plan_hash, self.runbook.describe(), mode=self.mode
+            )
+            self._event(run_id, "start", f"run {run_id} of {self.runbook.name} started",
+                        by=whoami(), plan_hash=self.plan_hash)
+        self.journal.lease_run(lease, run_id)
+        try:
+            self._snapshot_all(run_id)
+            self.journal.set_run_status(run_id, RunStatus.RUNNING)
+            for step in self.runbook.steps:
+                self._run_step(run_id, step)
+        except _Paused as p:
+            self.journal.set_run_status(run_id, RunStatus.PAUSED, paused_gate=p.gate_key)
+            self._event(run_id, "paused", f"paused at gate {p.gate_key}", gate=p.gate_key)
+            return RunResult(run_id, RunStatus.PAUSED, f"paused at gate {p.gate_key}",
+                             paused_gate=p.gate_key)
+        except _Rejected as r:
+            self.journal.set_run_status(run_id, RunStatus.REJECTED, paused_gate=r.gate_key)
+            self._event(run_id, "rejected", f"gate {r.gate_key} was rejected by {r.who}")
+            return RunResult(run_id, RunStatus.REJECTED,
+                             f"gate {r.gate_key} was rejected by {r.who}", paused_gate=r.gate_key)
+        except KeyboardInterrupt:
+            self.journal.set_run_status(run_id, RunStatus.INTERRUPTED)
+            self._event(run_id, "interrupted", "interrupted; run the same command to resume")
+            raise
+        except HandrailError as exc:
+            self.journal.set_run_status(run_id, RunStatus.FAILED)
+            self._event(run_id, "failed", str(exc))
+            return RunResult(run_id, RunStatus.FAILED, str(exc))
+        self.journal.set_run_status(run_id, RunStatus.COMPLETED)
+        self._event(run_id, "completed", f"run {run_id} completed")
+        return RunResult(run_id, RunStatus.COMPLETED, "completed")
+
+    # -- policy 1: verified backups before any change ---------------------------------------
+    def _snapshot_all(self, run_id: str) -> None:
+        done = {b["resource"] for b in self.journal.backups(run_id)}
+        dest = self.journal.backups_dir / run_id
+        for original in self.runbook.written:
+            if original.name in done:
+                continue
+            r = self.resource(original)
+            self._event(run_id, "backup", f"snapshot of {r.describe()}", resource=r.name)
+            try:
+                backup = r.snapshot(dest)
+                evidence = verify_backup(r, backup, dest / f".verify-{r.name}")
+            except HandrailError:
+                raise
+            except Exception as exc:
+                raise BackupError(f"backup of {r.describe()} failed: {exc!r}") from exc
+            self.journal.record_backup(run_id, backup, evidence)
+            self._event(run_id, "backup-verified",
+                        f"backup of {r.name} verified ({evidence['restore_test']})",
+                        resource=r.name, sha256=backup.sha256, size=backup.size)
+        if not self.journal.baselines(run_id):
+            self._baselines(run_id)
+
+    def _baselines(self, run_id: str) -> None:
+        values: dict[str, Any] = {}
+        for step in self.runbook.steps:
+            ctx = self._ctx(run_id, step)
+            for gate in step.gates:
+                for check in gate.checks:
+                    values[check_key(step, gate, check)] = check.baseline(ctx)
+        # One record for all of them, so a crash never leaves half the baselines.
+        with self.journal.transaction():
+            for key, value in values.items():
+                self.journal.set_baseline(run_id, key, value)
+            self.journal.set_baseline(run_id, "_taken", True)
+
+    # -- one step -----------------------------------------------------------------------
+    def _run_step(self, run_id: str, step: Step) -> None:
+        row = self.journal.step(run_id, step.name)
+        if row.status is StepStatus.DONE:
+            return
+        if row.status is StepStatus.ROLLED_BACK:
+            raise PolicyError(f"step {step.name!r} of run {run_id} was rolled back",
+                              hint="start a new run with --new")
+        ctx = self._ctx(run_id, step)
+        if row.plan is None:
+            self._event(run_id, "step", f"step {step.name}: planning", step=step.name)
+            plan = self._guard(step, "plan", lambda: step.plan(ctx))
+            self.journal.update_step(run_id, step.name, plan=plan.to_json())
+            ctx.plan = plan
+        for gate in step.gates_at("plan"):
+            self._gate(run_id, step, gate, ctx)
+        if row.status in (StepStatus.PENDING, StepStatus.APPLYING, StepStatus.FAILED):
+            self._apply(run_id, step, ctx)
+            row = self.journal.step(run_id, step.name)
+        if row.status is StepStatus.APPLIED:
+            results = self._guard(step, "verify", lambda: step.verify(ctx))
+            failed = [r for r in results if r.outcome is Outcome.FAIL]
+            for r in results:
+                self.journal.record_check(run_id, step.name, f"{step.name}/verify", r.to_json())
+            if failed:
+                self.journal.update_step(run_id, step.name, status=StepStatus.FAILED,
+                                         error="; ".join(f"{r.name}: {r.message}" for r in failed))
+                raise CheckFailed(f"step {step.name!r} did not verify: "
+                                  + "; ".join(f"{r.name}: {r.message}" for r in failed))
+        for gate in step.gates_at("done"):
+            self._gate(run_id, step, gate, ctx)
+        self.journal.update_step(run_id, step.name, status=StepStatus.DONE,
+                                 finished_at=_now(), error=None)
+        self._event(run_id, "step-done", f"step {step.name}: done", step=step.name)
+
+    def _guard(self, step: Step, phase: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (HandrailError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise StepFailed(f"step {step.name!r} failed in {phase}: {exc!r}") from exc
+
+    def _apply(self, run_id: str, step: Step, ctx: StepContext) -> None:
+        row = self.journal.step(run_id, step.name)
+        if row.pre_fingerprints is None:
+            pre = {r.name: self.resource(r).fingerprint().digest for r in step.writes}
+            self.journal.update_step(run_id, step.name, status=StepStatus.APPLYING,
+                                     started_at=_now(), pre_fingerprints=pre)
+        elif row.status is not StepStatus.APPLYING:
+            self.journal.update_step(run_id, step.name, status=StepStatus.APPLYING)
+        if row.items_total is None:
+            items = self._guard(step, "items", lambda: step.items(ctx))
+            self.journal.add_batches(run_id, step.name, self._partition(step, items))
+        batches = self.journal.batches(run_id, step.name)
+        total = sum(len(items) for _, _, items, _ in batches)
+        committed = self._guard(step, "ledger", lambda: step.committed_batches(ctx))
+        stages = sorted({stage for _, stage, _, _ in batches})
+        done_items = sum(len(items) for _, _, items, s in batches if s == "done")
+        started = time.monotonic()
+        for stage in stages:
+            ctx.stage = stage
+            for b, s, items, status in batches:
+                if s != stage or status == "done":
+                    continue
+                if b in committed:
+                    # The target committed it; the crash came before the journal heard.
+                    self.journal.batch_done(run_id, step.name, b, len(items))
+                    self._event(run_id, "batch-recovered",
+                                f"batch {b} had committed before a crash; not applied again",
+                                step=step.name, batch=b)
+                else:
+                    try:
+                        changed = step.apply_batch(ctx, b, items)
+                    except (HandrailError, KeyboardInterrupt):
+                        raise
+                    except Exception as exc:
+                        self.journal.update_step(run_id, step.name, error=repr(exc))
+                        raise StepFailed(
+                            f"step {step.name!r} failed in batch {b}: {exc!r}",
+                            hint=f"fix the cause and run again to resume, or roll back "
+                                 f"with `handrail rollback {run_id}`",
+                        ) from exc
+                    ctx.flush_rejects()
+                    self.journal.batch_done(run_id, step.name, b, changed)
+                done_items += len(items)
+                self.obs.progress(step.name, done_items, total)
+            if step.stages is not None:
+                for gate in step.gates_at("stage"):
+                    self._gate(run_id, step, gate, ctx, stage=stage + 1)
+        elapsed = time.monotonic() - started
+        self.journal.update_step(
+            run_id, step.name, status=StepStatus.APPLIED, applied_at=_now(),
+            apply_seconds=(row.apply_seconds or 0.0) + elapsed,
+        )
+
+    def _partition(self, step: Step, items: list[Any] | None) -> list[tuple[int, int, list[Any]]]:
+        if items is None:
+            return [(0, 0, [])]
+        stages = step.stages.split(len(items)) if step.stages else [(0, len(items))]
+        out: list[tuple[int, int, list[Any]]] = []
+        n = 0
+        for stage, (start, end) in enumerate(stages):
+            for lo in range(start, end, step.batch_size):
+                out.append((n, stage, items[lo:min(end, lo + step.batch_size)]))
+                n += 1
+        return out
+
+    # -- gates --------------------------------------------------------------------------
+    def _gate(
+        self, run_id: str, step: Step, gate: Gate, ctx: StepContext, *, stage: int | None = None
+    ) -> None:
+        key = gate_key(step, gate, stage)
+        if key in self.journal.passed_gates(run_id):
+            return
+        baselines = self.journal.baselines(run_id)
+        results = []
+        for check in gate.checks:
+            try:
+                res = check.evaluate(ctx, baselines.get(check_key(step, gate, check)))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                res = CheckResult(check.name, Outcome.FAIL, {"error": repr(exc)},
+                                  f"the check itself raised: {exc}")
+            results.append(res)
+            self.journal.record_check(run_id, step.name, key, res.to_json())
+        failed = [r for r in results if r.outcome is Outcome.FAIL]
+        needs_human = gate.approval or any(r.outcome is Outcome.INCONCLUSIVE for r in results)
+        self.obs.gate(key, gate, results, needs_human and not failed)
+        if failed:
+            message = f"gate {key} failed: " + "; ".join(
+                f"{r.name}: {r.message or 'failed'}" for r in failed
+            )
+            if gate.on_fail == "rollback":
+                self._event(run_id, "gate-failed", message + " — rolling the step back",
+                            step=step.name)
+                self._rollback_step(run_id, step, force=False)
+            raise CheckFailed(message)
+        if needs_human:
+            decision = self.journal.decision(run_id, key, self.plan_hash)
+            if decision is None:
+                if self.options.auto_approve:
+                    self.journal.approve(run_id, key, "approve", f"{whoami()} (--yes)",
+                                         self.plan_hash, "auto-approved", automatic=True)
+                    self._event(run_id, "auto-approved", f"gate {key} auto-approved (--yes)",
+                                step=step.name, gate=key)
+                    decision = {"decision": "approve", "who": whoami()}
+                else:
+                    answer = self.obs.ask(key, gate, results)
+                    if answer is None:
+                        raise _Paused(key)
+                    self.journal.approve(run_id, key, "approve" if answer else "reject",
+                                         whoami(), self.plan_hash, "answered at the prompt")
+                    decision = {"decision": "approve" if answer else "reject", "who": whoami()}
+            if decision["decision"] != "approve":
+                raise _Rejected(key, str(decision["who"]))
+        self.journal.gate_passed(run_id, key)
+        self._event(run_id, "gate-passed", f"gate {key} passed", step=step.name, gate=key)
+
+    # -- rollback -------------------------------------------------------------------------
+    def rollback(self, run_id: str, *, to_step: str | None = None, force: bool = False) -> RunResult:
+        """Undo the run's applied steps, newest first, verifying each against its
+        fingerprint from before it ran. ``to_step``: stop after undoing that step."""
+        run = self.journal.run(run_id)
+        if run is None:
+            raise PolicyError(f"no run {run_id} in {self.journal.path}")
+        names = [s.name for s in self.runbook.steps]
+        if to_step is not None and to_step not in names:
+            raise PolicyError(f"run {run_id} has no step {to_step!r}; steps: {names}")
+        lease = self.journal.acquire_lease(self.key, ttl=self.options.lease_ttl,
+                                           take_over=self.options.take_over, run_id=run_id)
+        conflicts: list[str] = []
+        try:
+            with Heartbeat(self.journal, lease, self.options.lease_ttl):
+                self.journal.set_run_status(run_id, RunStatus.ROLLING_BACK)
+                self._event(run_id, "rollback", f"rolling back run {run_id}")
+                for step in reversed(self.runbook.steps):
+                    row = self.journal.step(run_id, step.name)
+                    if row.status not in (StepStatus.PENDING, StepStatus.ROLLED_BACK):
+                        conflicts += self._rollback_step(run_id, step, force=force)
+                    if step.name == to_step:
+                        break
+        finally:
+            self.journal.release_lease(lease)
+        # The run stays resumable after a partial rollback (--to), fully undone otherwise.
+        whole = to_step is None or to_step == names[0]
+        status = RunStatus.ROLLED_BACK if whole else RunStatus.FAILED
+        self.journal.set_run_status(run_id, status)
+        message = f"rolled back {'every step' if whole else 'down to ' + repr(to_step)}"
+        if conflicts:
+            message += f"; {len(conflicts)} item(s) changed by someone else were left alone"
+        self._event(run_id, "rolled-back", message, conflicts=conflicts[:100])
+        return RunResult(run_id, status, message, conflicts=conflicts)
+
+    def _rollback_step(self, run_id: str, step: Step, *, force: bool) -> list[str]:
+        row = self.journal.step(run_id, step.name)
+        if not step.reversible():
+            raise PolicyError(
+                f"step {step.name!r} has no inverse",
+                hint=f"restore the run's backups instead: `handrail backups restore {run_id}`",
+            )
+        ctx = self._ctx(run_id, step)
+        ctx.state["_force"] = force
+        self._event(run_id, "step-rollback", f"step {step.name}: rolling back", step=step.name)
+        started = time.monotonic()
+        conflicts: list[str] = []
+        try:
+            step.rollback(ctx)
+        except RollbackConflict as exc:
+            conflicts = list(getattr(exc, "items", [])) or [str(exc)]
+            self._event(run_id, "rollback-conflict", str(exc), step=step.name)
+        except (HandrailError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise StepFailed(f"rollback of step {step.name!r} failed: {exc!r}") from exc
+        elapsed = time.monotonic() - started
+        pre = row.pre_fingerprints or {}
+        diffs = []
+        for r in step.writes:
+            if r.name in pre:
+                now = self.resource(r).fingerprint().digest
+                if now != pre[r.name]:
+                    diffs.append(r.name)
+        if diffs and not conflicts:
+            self.journal.update_step(run_id, step.name, status=StepStatus.FAILED,
+                                     error=f"rollback left {diffs} different from before the step")
+            raise StepFailed(
+                f"rollback of step {step.name!r} did not restore {', '.join(diffs)} to its "
+                "state before the step",
+                hint="someone may have changed it meanwhile; compare with "
+                     f"`handrail backups list {run_id}` and restore if needed",
+            )
+        self.journal.update_step(run_id, step.name, status=StepStatus.ROLLED_BACK,
+                                 rollback_seconds=elapsed, finished_at=_now())
+        self.journal.forget_gates(run_id, step.name)
+        self._event(run_id, "step-rolled-back",
+                    f"step {step.name}: rolled back and verified" if not diffs else
+                    f"step {step.name}: rolled back; {len(conflicts)} conflict(s) left alone",
+                    step=step.name, seconds=round(elapsed, 3))
+        return conflicts
+
+    # -- restore from backups (the last resort) ---------------------------------------------
+    def restore_backups(self, run_id: str) -> list[str]:
+        """Put every resource back from this run's verified backups, whole."""
+        lease = self.journal.acquire_lease(self.key, ttl=self.options.lease_ttl,
+                                           take_over=self.options.take_over, run_id=run_id)
+        restored = []
+        try:
+            backups = self._backups(run_id)
+            if not backups:
+                raise PolicyError(f"run {run_id} has no backups")
+            for r in self.runbook.written:
+                b = backups.get(r.name)
+                if b is None:
+                    continue
+                res = self.resource(r)
+                res.restore(b)
+                got = res.fingerprint()
+                if got.digest != b.fingerprint.digest:
+                    raise BackupError(f"{r.name}: restored content differs from the backup: "
+                                      f"{', '.join(b.fingerprint.diff(got))}")
+                restored.append(r.name)
+                self._event(run_id, "restored", f"{r.name} restored from backup", resource=r.name)
+            self.journal.set_run_status(run_id, RunStatus.ROLLED_BACK)
+        finally:
+            self.journal.release_lease(lease)
+        return restored
+
+
+def _now() -> str:
+    from .journal import now_iso
+
+    return now_iso()
+
+
+def clear_scratch(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,277 @@
+"""SQLite files: online-backup snapshots, logical fingerprints, an in-database ledger.
+
+Snapshots use SQLite's online backup API in a single step, which copies a consistent
+image even while another process writes (in WAL mode the writer is not blocked).
+Restores go through the same API in the other direction, so live connections see an
+atomic change instead of a file swapped under them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import ResourceError
+from ..hashing import digest_parts, sha256_file
+from .base import ABSENT, Backup, Fingerprint, Resource
+
+#: tables handrail keeps inside a database it changes; never part of a fingerprint
+LEDGER_PREFIX = "_handrail_"
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+_WS = re.compile(r"\s+")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def connect(path: Path, *, timeout: float = 30.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves) with sane defaults."""
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _row_expr(columns: list[str]) -> str:
+    """SQL text that renders one row canonically: type-tagged, exact for REAL."""
+    parts = []
+    for col in columns:
+        q = quote_ident(col)
+        parts.append(
+            f"CASE typeof({q}) WHEN 'real' THEN 'r' || printf('%!.17g', {q}) "
+            f"ELSE quote({q}) END"
+        )
+    return " || char(31) || ".join(parts) if parts else "''"
+
+
+class SQLite(Resource):
+    """A SQLite database file.
+
+    The file may be absent before the run (a migration that creates it): its snapshot
+    then records "absent", and restoring it removes the file.
+    """
+
+    kind: ClassVar[str] = "sqlite"
+    transactional: ClassVar[bool] = True
+
+    def __init__(self, name: str, path: str | os.PathLike[str]) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+
+    def location(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection that is closed on exit (an open file is not created by reading)."""
+        conn = connect(self.path)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def validate(self) -> None:
+        if not self.path.exists():
+            return
+        if self.path.is_dir():
+            raise ResourceError(f"{self.name}: {self.path} is a directory, not a SQLite file")
+        try:
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as conn:
+                row = conn.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ResourceError(
+                f"{self.name}: {self.path} is not a usable SQLite database ({exc})",
+                hint="restore it from a backup, or point the runbook at the right file",
+            ) from exc
+        if row is None or row[0] != "ok":
+            raise ResourceError(
+                f"{self.name}: {self.path} failed PRAGMA quick_check: {row[0] if row else '?'}",
+                hint="the database is corrupt; restore it from a backup before migrating",
+            )
+
+    # -- fingerprint ------------------------------------------------------------------
+    def fingerprint(self) -> Fingerprint:
+        if not self.path.exists():
+            return ABSENT
+        self.validate()
+        with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as conn:
+            return fingerprint_connection(conn)
+
+    # -- backups ----------------------------------------------------------------------
+    def snapshot(self, dest: Path) -> Backup:
+        if not self.path.exists():
+            return Backup(self.name, self.kind, None, "", 0, ABSENT, {"absent": True})
+        self.validate()
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / f"{self.name}.sqlite"
+        tmp = target.with_suffix(".partial")
+        tmp.unlink(missing_ok=True)
+        with closing(sqlite3.connect(str(self.path), timeout=30)) as src:
+            with closing(sqlite3.connect(str(tmp))) as dst:
+                src.backup(dst)  # one step: a consistent image under one read transaction
+                fp = fingerprint_connection(dst)
+                dst.execute("PRAGMA journal_mode=DELETE")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(target)
+        digest, size = sha256_file(target)
+        return Backup(self.name, self.kind, target, digest, size, fp, {"source": str(self.path)})
+
+    def restore(self, backup: Backup) -> None:
+        if backup.path is None:
+            for suffix in ("", *_SIDE_FILES):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            return
+        backup.check_artefact()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(f"file:{backup.path}?mode=ro", uri=True)) as src:
+            with closing(sqlite3.connect(str(self.path), timeout=30)) as dst:
+                src.backup(dst)
+
+    def clone(self, scratch: Path) -> SQLite:
+        copy = self.clone_empty(scratch)
+        if self.path.exists():
+            with closing(sqlite3.connect(str(self.path), timeout=30)) as src:
+                with closing(sqlite3.connect(str(copy.path))) as dst:
+                    src.backup(dst)
+        return copy
+
+    def clone_empty(self, scratch: Path) -> SQLite:
+        scratch.mkdir(parents=True, exist_ok=True)
+        return SQLite(self.name, scratch / (self.path.name or f"{self.name}.sqlite"))
+
+    # -- ledger: batch records committed with the batch --------------------------------
+    LEDGER_DDL: ClassVar[str] = (
+        f"CREATE TABLE IF NOT EXISTS {LEDGER_PREFIX}ledger ("
+        "run_id TEXT NOT NULL, step TEXT NOT NULL, batch INTEGER NOT NULL, "
+        "items INTEGER NOT NULL, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), "
+        "PRIMARY KEY (run_id, step, batch))"
+    )
+
+    @staticmethod
+    def ledger_mark(conn: sqlite3.Connection, run_id: str, step: str, batch: int, items: int) -> None:
+        """Record a batch inside the caller's open transaction, beside the change itself."""
+        conn.execute(SQLite.LEDGER_DDL)
+        conn.execute(
+            f"INSERT INTO {LEDGER_PREFIX}ledger (run_id, step, batch, items) VALUES (?,?,?,?)",
+            (run_id, step, batch, items),
+        )
+
+    def ledger_batches(self, run_id: str, step: str) -> set[int]:
+        """Batches of ``step`` in ``run_id`` that committed in this database."""
+        if not self.path.exists():
+            return set()
+        with self.connect() as conn:
+            if not _has_table(conn, f"{LEDGER_PREFIX}ledger"):
+                return set()
+            rows = conn.execute(
+                f"SELECT batch FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?",
+                (run_id, step),
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    @staticmethod
+    def ledger_clear(conn: sqlite3.Connection, run_id: str, step: str) -> None:
+        """Forget a step's batches (inside a rollback's transaction); drop empty ledgers."""
+        if not _has_table(conn, f"{LEDGER_PREFIX}ledger"):
+            return
+        conn.execute(
+            f"DELETE FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?", (run_id, step)
+        )
+        drop_empty_ledger_tables(conn)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
+    ).fetchone()
+    return row is not None
+
+
+def drop_empty_ledger_tables(conn: sqlite3.Connection) -> None:
+    """Drop handrail's bookkeeping tables once nothing in them is needed any more."""
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE ? ESCAPE '\\'",
+            (LEDGER_PREFIX.replace("_", "\\_") + "%",),
+        )
+    ]
+    for name in names:
+        if conn.execute(f"SELECT 1 FROM {quote_ident(name)} LIMIT 1").fetchone() is None:
+            conn.execute(f"DROP TABLE {quote_ident(name)}")
+
+
+def schema_of(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Tables (and their columns) and indexes, without handrail's own tables."""
+    out: dict[str, dict[str, Any]] = {}
+    for typ, name, tbl in conn.execute(
+        "SELECT type, name, tbl_name FROM sqlite_master "
+        "WHERE type IN ('table','index','view','trigger') ORDER BY type, name"
+    ):
+        if name.startswith(LEDGER_PREFIX) or tbl.startswith(LEDGER_PREFIX):
+            continue
+        if typ == "table":
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({quote_ident(name)})")]
+            out[name] = {"type": "table", "columns": cols}
+        else:
+            out[name] = {"type": typ, "table": tbl}
+    return out
+
+
+def table_order(conn: sqlite3.Connection, table: str) -> tuple[list[str], str]:
+    """The table's columns and an ORDER BY that gives a total order by key."""
+    info = conn.execute(f"PRAGMA table_info({quote_ident(table)})").fetchall()
+    cols = [r[1] for r in info]
+    pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5] > 0]
+    keys = pk or cols
+    # Without a primary key, rows are ordered by all their values: duplicates are adjacent
+    # and hash the same in either database, so the order is total for hashing purposes.
+    order = ", ".join(quote_ident(c) for c in keys) if keys else "rowid"
+    return cols, order
+
+
+def fingerprint_connection(conn: sqlite3.Connection) -> Fingerprint:
+    """Normalized schema plus every table's rows in key order, one part per object."""
+    parts: dict[str, str] = {}
+    for typ, name, sql in conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name"
+    ).fetchall():
+        if name.startswith(LEDGER_PREFIX):
+            continue
+        norm = _WS.sub(" ", str(sql)).strip()
+        parts[f"schema:{typ}:{name}"] = hashlib.sha256(norm.encode()).hexdigest()
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
+        ).fetchall()
+    ]
+    for table in tables:
+        if table.startswith(LEDGER_PREFIX) or (
+            table.startswith("sqlite_") and table != "sqlite_sequence"
+        ):
+            continue
+        cols, order = table_order(conn, table)
+        if table == "sqlite_sequence":
+            order = "name"
+        h = hashlib.sha256()
+        count = 0
+        cur = conn.execute(
+            f"SELECT {_row_expr(cols)} FROM {quote_ident(table)} ORDER BY {order}"
+        )
+        while rows := cur.fetchmany(8192):
+            h.update("\n".join(r[0] for r in rows).encode("utf-8", "surrogatepass"))
+            h.update(b"\n")
+            count += len(rows)
+        parts[f"rows:{table}"] = f"{count}:{h.hexdigest()}"
+    return Fingerprint(digest_parts("sqlite", parts), parts)
