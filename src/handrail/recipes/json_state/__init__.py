@@ -1,0 +1,1 @@
+"""Recipe: move the py-captions JSON state files into one SQLite database."""
