@@ -27,11 +27,17 @@ class Directory(Resource):
     kind: ClassVar[str] = "directory"
 
     def __init__(
-        self, name: str, path: str | os.PathLike[str], *, exclude: Sequence[str] = ()
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        exclude: Sequence[str] = (),
+        create: bool = False,
     ) -> None:
         super().__init__(name)
         self.path = Path(path)
         self.exclude = tuple(exclude)
+        self.must_exist = not create
 
     def location(self) -> str:
         return str(self.path)
@@ -40,6 +46,11 @@ class Directory(Resource):
         return self.path.exists()
 
     def validate(self) -> None:
+        if not self.path.exists() and self.must_exist:
+            raise ResourceError(
+                f"{self.name}: directory {self.path} does not exist",
+                hint="check the path; pass create=True if the runbook creates it",
+            )
         if self.path.exists() and not self.path.is_dir():
             raise ResourceError(f"{self.name}: {self.path} is not a directory")
         if self.path.exists() and not os.access(self.path, os.R_OK | os.X_OK):
@@ -165,7 +176,9 @@ class Directory(Resource):
 
     def clone_empty(self, scratch: Path) -> Directory:
         scratch.mkdir(parents=True, exist_ok=True)
-        return Directory(self.name, scratch / (self.path.name or self.name), exclude=self.exclude)
+        return Directory(
+            self.name, scratch / (self.path.name or self.name), exclude=self.exclude, create=True
+        )
 
 
 def _walk_excluded(d: Directory) -> Iterator[tuple[str, Path]]:

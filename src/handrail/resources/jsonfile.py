@@ -41,9 +41,10 @@ class JSONFile(Resource):
 
     kind: ClassVar[str] = "json"
 
-    def __init__(self, name: str, path: str | os.PathLike[str]) -> None:
+    def __init__(self, name: str, path: str | os.PathLike[str], *, create: bool = False) -> None:
         super().__init__(name)
         self.path = Path(path)
+        self.must_exist = not create
 
     def location(self) -> str:
         return str(self.path)
@@ -57,6 +58,11 @@ class JSONFile(Resource):
     def validate(self) -> None:
         if self.path.exists():
             self.read()
+        elif self.must_exist:
+            raise ResourceError(
+                f"{self.name}: JSON file {self.path} does not exist",
+                hint="check the path; pass create=True if the runbook creates it",
+            )
 
     def fingerprint(self) -> Fingerprint:
         if not self.path.exists():
@@ -90,7 +96,7 @@ class JSONFile(Resource):
 
     def clone_empty(self, scratch: Path) -> JSONFile:
         scratch.mkdir(parents=True, exist_ok=True)
-        return JSONFile(self.name, scratch / self.path.name)
+        return JSONFile(self.name, scratch / self.path.name, create=True)
 
 
 def fingerprint_value(value: Any) -> Fingerprint:

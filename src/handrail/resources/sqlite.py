@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,9 +60,10 @@ class SQLite(Resource):
     kind: ClassVar[str] = "sqlite"
     transactional: ClassVar[bool] = True
 
-    def __init__(self, name: str, path: str | os.PathLike[str]) -> None:
+    def __init__(self, name: str, path: str | os.PathLike[str], *, create: bool = False) -> None:
         super().__init__(name)
         self.path = Path(path)
+        self.must_exist = not create
 
     def location(self) -> str:
         return str(self.path)
@@ -79,8 +80,27 @@ class SQLite(Resource):
         finally:
             conn.close()
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (the database is opened read-only)."""
+        if not self.path.exists():
+            raise ResourceError(f"{self.name}: database {self.path} does not exist")
+        with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)) as conn:
+            return [tuple(r) for r in conn.execute(sql, tuple(params)).fetchall()]
+
+    def schema(self) -> dict[str, dict[str, Any]]:
+        """Tables with their columns, and indexes/views/triggers (handrail's own excluded)."""
+        if not self.path.exists():
+            return {}
+        with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)) as conn:
+            return schema_of(conn)
+
     def validate(self) -> None:
         if not self.path.exists():
+            if self.must_exist:
+                raise ResourceError(
+                    f"{self.name}: database {self.path} does not exist",
+                    hint="check the path; pass create=True if the runbook creates it",
+                )
             return
         if self.path.is_dir():
             raise ResourceError(f"{self.name}: {self.path} is a directory, not a SQLite file")
@@ -147,7 +167,7 @@ class SQLite(Resource):
 
     def clone_empty(self, scratch: Path) -> SQLite:
         scratch.mkdir(parents=True, exist_ok=True)
-        return SQLite(self.name, scratch / (self.path.name or f"{self.name}.sqlite"))
+        return SQLite(self.name, scratch / (self.path.name or f"{self.name}.sqlite"), create=True)
 
     # -- ledger: batch records committed with the batch --------------------------------
     LEDGER_DDL: ClassVar[str] = (

@@ -1,0 +1,73 @@
+"""Load a runbook file: a Python file that defines ``runbook``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import HandrailError, RunbookError
+from .runbook import Runbook
+
+
+def load_runbook(path: str | Path) -> Runbook:
+    """Execute the file and return its ``runbook``; every failure names the file (and line)."""
+    p = Path(path)
+    if not p.exists():
+        raise RunbookError(f"runbook file not found: {p}")
+    if p.is_dir():
+        raise RunbookError(f"{p} is a directory; give the runbook's .py file")
+    try:
+        source = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunbookError(f"cannot read runbook {p}: {exc}") from exc
+    try:
+        code = compile(source, str(p), "exec")
+    except SyntaxError as exc:
+        raise RunbookError(
+            f"{p}:{exc.lineno}:{exc.offset or 0}: syntax error: {exc.msg}",
+            hint="fix the runbook file; nothing was run",
+        ) from exc
+    digest = hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:12]
+    name = f"handrail_runbook_{digest}"
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=str(p))
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = str(p)
+    sys.modules[name] = module
+    try:
+        exec(code, module.__dict__)
+    except HandrailError:
+        raise
+    except Exception as exc:
+        tb = traceback.extract_tb(exc.__traceback__)
+        frame = next((f for f in reversed(tb) if f.filename == str(p)), None)
+        where = f"{p}:{frame.lineno}" if frame else str(p)
+        raise RunbookError(
+            f"{where}: the runbook raised {type(exc).__name__}: {exc}",
+            hint="fix the runbook file; nothing was run",
+        ) from exc
+    rb = module.__dict__.get("runbook")
+    if rb is None:
+        raise RunbookError(
+            f"{p} does not define `runbook`",
+            hint="assign a handrail.Runbook to a module-level variable named runbook",
+        )
+    if callable(rb) and not isinstance(rb, Runbook):
+        rb = rb()
+    if not isinstance(rb, Runbook):
+        raise RunbookError(f"{p}: `runbook` is a {type(rb).__name__}, not a handrail.Runbook")
+    rb.source = source
+    return rb
+
+
+def runbook_key(path: str | Path) -> str:
+    """The identity of a runbook across runs: its absolute path."""
+    return str(Path(path).resolve())
+
+
+def default_state_dir(runbook_path: str | Path) -> Path:
+    """``.handrail/`` beside the runbook."""
+    return Path(runbook_path).resolve().parent / ".handrail"

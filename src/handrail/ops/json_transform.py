@@ -1,0 +1,97 @@
+"""Transform a JSON file in place: temp file, fsync, atomic rename; exact rollback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..context import StepContext
+from ..errors import RollbackConflict, StepFailed
+from ..hashing import sha256_file, sha256_text
+from ..model import CheckResult, Outcome, Plan
+from ..resources._files import atomic_write_bytes
+from ..resources.jsonfile import JSONFile, load_json
+from ..runbook import Step, describe_callable
+
+
+class TransformJSON(Step):
+    """Replace a JSON file's content with ``fn(old)`` (``old`` is None if the file is absent).
+
+    Not transactional, so made idempotent instead: the old bytes and the sha256 of the
+    old and new file are journalled before the rename; on resume a file that already has
+    the new digest is left alone. Rollback writes the old bytes back (or removes a file
+    the step created) only if the file still holds what the step wrote.
+    """
+
+    def __init__(self, name: str, file: JSONFile, fn: Callable[[Any], Any], *,
+                 indent: int | None = 2, **kw: Any) -> None:
+        self.file, self.fn, self.indent = file, fn, indent
+        kw.setdefault("writes", (file,))
+        super().__init__(name, **kw)
+
+    def params(self) -> dict[str, Any]:
+        return {"file": self.file.name, "fn": describe_callable(self.fn), "indent": self.indent}
+
+    def _render(self, value: Any) -> bytes:
+        return (json.dumps(value, indent=self.indent, ensure_ascii=False) + "\n").encode()
+
+    def _new(self, ctx: StepContext) -> tuple[Any, Any]:
+        f = ctx.use(self.file)
+        old = load_json(f.path, what=self.file.name) if f.exists() else None
+        return old, self.fn(json.loads(json.dumps(old)) if old is not None else None)
+
+    def plan(self, ctx: StepContext) -> Plan:
+        old, new = self._new(ctx)
+        if isinstance(old, dict) and isinstance(new, dict):
+            added = sorted(set(new) - set(old))
+            removed = sorted(set(old) - set(new))
+            changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+            details: dict[str, Any] = {"added": added, "removed": removed, "changed": changed}
+        else:
+            details = {"changed": old != new}
+        verb = "create" if old is None else "rewrite"
+        return Plan(summary=f"{verb} {ctx.use(self.file).path.name} atomically",
+                    items=int(old != new), details=details)
+
+    def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
+        f = ctx.use(self.file)
+        current = sha256_file(f.path)[0] if f.exists() else None
+        if "post" in ctx.state:
+            if current == ctx.state["post"]:
+                return 1  # renamed before the crash: done
+            if current != ctx.state["pre"]:
+                raise StepFailed(f"{f.path} changed since this step began; not overwriting it")
+        old, new = self._new(ctx)
+        data = self._render(new)
+        saved = ctx.step_dir() / "before.json"
+        if f.exists():
+            saved.write_bytes(f.path.read_bytes())
+        ctx.save_state(pre=current, post=sha256_text(data.decode()), saved=str(saved))
+        atomic_write_bytes(f.path, data)
+        return 1
+
+    def verify(self, ctx: StepContext) -> list[CheckResult]:
+        f = ctx.use(self.file)
+        ok = f.exists() and sha256_file(f.path)[0] == ctx.state.get("post")
+        return [CheckResult(f"{self.name}: file written", Outcome.PASS if ok else Outcome.FAIL,
+                            {"path": str(f.path), "sha256": ctx.state.get("post")})]
+
+    def rollback(self, ctx: StepContext) -> None:
+        f = ctx.use(self.file)
+        if "post" not in ctx.state:
+            return
+        current = sha256_file(f.path)[0] if f.exists() else None
+        if current == ctx.state["pre"]:
+            return  # never renamed (crash before), or already rolled back
+        if current != ctx.state["post"] and not ctx.state.get("_force"):
+            raise RollbackConflict(
+                f"{f.path} was changed after this step wrote it; left alone",
+                hint="inspect it; `handrail rollback RUN --force` restores the old content",
+            )
+        if ctx.state["pre"] is None:
+            f.path.unlink(missing_ok=True)
+        else:
+            from pathlib import Path
+
+            atomic_write_bytes(f.path, Path(ctx.state["saved"]).read_bytes())

@@ -1,0 +1,228 @@
+"""Row-level changes on SQLite with an undo log written in the same transaction.
+
+Every row a step inserts or updates gets an undo record in ``_handrail_undo`` inside the
+target database, committed together with the change and the batch's ledger row. A
+rollback replays the records newest first and restores exactly the rows this run changed;
+a row whose current value is not what the run wrote (someone changed it afterwards) is a
+conflict: reported and left alone unless forced.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..resources.sqlite import LEDGER_PREFIX, drop_empty_ledger_tables, quote_ident
+
+UNDO = f"{LEDGER_PREFIX}undo"
+UNDO_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {UNDO} ("
+    "id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step TEXT NOT NULL, batch INTEGER NOT NULL, "
+    "tbl TEXT NOT NULL, key TEXT NOT NULL, before TEXT, after TEXT)"
+)
+UNDO_INDEX = f"CREATE INDEX IF NOT EXISTS {UNDO}_by_step ON {UNDO}(run_id, step)"
+_SEQ = "sqlite_sequence"
+
+
+def encode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$b": base64.b64encode(value).decode()}
+    return value
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, dict) and "$b" in value:
+        return base64.b64decode(value["$b"])
+    return value
+
+
+def row_json(row: dict[str, Any] | None) -> str | None:
+    if row is None:
+        return None
+    return json.dumps({k: encode(v) for k, v in row.items()}, sort_keys=True)
+
+
+def _row_from_json(text: str) -> dict[str, Any]:
+    return {k: decode(v) for k, v in json.loads(text).items()}
+
+
+@dataclass
+class UpsertCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass
+class UndoReport:
+    restored: int = 0
+    conflicts: list[str] = field(default_factory=list)
+
+
+def _fetch(
+    conn: sqlite3.Connection, table: str, key_cols: Sequence[str], keys: list[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Current rows for ``keys``, fetched in chunks that stay under SQLite's variable limit."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if not keys:
+        return out
+    per = max(1, 900 // len(key_cols))
+    cond = " AND ".join(f"{quote_ident(c)}=?" for c in key_cols)
+    cur = conn.cursor()
+    cur.row_factory = sqlite3.Row
+    for lo in range(0, len(keys), per):
+        chunk = keys[lo : lo + per]
+        where = " OR ".join(f"({cond})" for _ in chunk)
+        args = [v for k in chunk for v in k]
+        for row in cur.execute(f"SELECT * FROM {quote_ident(table)} WHERE {where}", args):
+            d = dict(row)
+            out[tuple(d[c] for c in key_cols)] = d
+    return out
+
+
+def _remember_sequence(conn: sqlite3.Connection, table: str, ctx: tuple[str, str, int]) -> None:
+    """Record the AUTOINCREMENT counter before this step first touches the table."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (_SEQ,)).fetchone() is None:
+        return
+    run_id, step, batch = ctx
+    seen = conn.execute(
+        f"SELECT 1 FROM {UNDO} WHERE run_id=? AND step=? AND tbl=? AND key=?",
+        (run_id, step, _SEQ, json.dumps([table])),
+    ).fetchone()
+    if seen:
+        return
+    row = conn.execute(f"SELECT name, seq FROM {_SEQ} WHERE name=?", (table,)).fetchone()
+    before = row_json({"name": row[0], "seq": row[1]}) if row else None
+    conn.execute(
+        f"INSERT INTO {UNDO} (run_id, step, batch, tbl, key, before, after) VALUES (?,?,?,?,?,?,NULL)",
+        (run_id, step, batch, _SEQ, json.dumps([table]), before),
+    )
+
+
+def upsert(
+    conn: sqlite3.Connection,
+    table: str,
+    key_cols: Sequence[str],
+    rows: list[dict[str, Any]],
+    *,
+    run_id: str,
+    step: str,
+    batch: int,
+) -> UpsertCounts:
+    """Insert or update ``rows`` by key inside the caller's transaction, logging undo."""
+    conn.execute(UNDO_DDL)
+    conn.execute(UNDO_INDEX)
+    counts = UpsertCounts()
+    if not rows:
+        return counts
+    _remember_sequence(conn, table, (run_id, step, batch))
+    keys = [tuple(r[c] for c in key_cols) for r in rows]
+    existing = _fetch(conn, table, key_cols, keys)
+    undo: list[tuple[Any, ...]] = []
+    inserted_keys: list[tuple[Any, ...]] = []
+    for key, row in zip(keys, rows, strict=True):
+        old = existing.get(key)
+        kj = key_json(key_cols, key)
+        if old is None:
+            cols = list(row)
+            conn.execute(
+                f"INSERT INTO {quote_ident(table)} ({', '.join(quote_ident(c) for c in cols)}) "
+                f"VALUES ({', '.join('?' for _ in cols)})",
+                [row[c] for c in cols],
+            )
+            inserted_keys.append(key)
+            undo.append((run_id, step, batch, table, kj, None))
+            counts.inserted += 1
+            continue
+        if all(old.get(c) == v and type(old.get(c)) is type(v) for c, v in row.items()):
+            counts.unchanged += 1
+            continue
+        sets = [c for c in row if c not in key_cols]
+        conn.execute(
+            f"UPDATE {quote_ident(table)} SET {', '.join(f'{quote_ident(c)}=?' for c in sets)} "
+            f"WHERE {' AND '.join(f'{quote_ident(c)}=?' for c in key_cols)}",
+            [row[c] for c in sets] + list(key),
+        )
+        undo.append((run_id, step, batch, table, kj, row_json(old)))
+        counts.updated += 1
+    # What the run wrote, as the database stores it (defaults and affinity applied).
+    after = _fetch(conn, table, key_cols, [json_key(u[4])[1] for u in undo])
+    conn.executemany(
+        f"INSERT INTO {UNDO} (run_id, step, batch, tbl, key, before, after) VALUES (?,?,?,?,?,?,?)",
+        [(*u, row_json(after.get(json_key(u[4])[1]))) for u in undo],
+    )
+    return counts
+
+
+def key_json(key_cols: Sequence[str], key: Sequence[Any]) -> str:
+    """An undo record's key: which columns identify the row, and their values."""
+    return json.dumps({"cols": list(key_cols), "vals": [encode(v) for v in key]})
+
+
+def json_key(text: str) -> tuple[list[str], tuple[Any, ...]]:
+    data = json.loads(text)
+    return list(data["cols"]), tuple(decode(v) for v in data["vals"])
+
+
+def undo(conn: sqlite3.Connection, run_id: str, step: str, *, force: bool = False) -> UndoReport:
+    """Restore every row ``step`` changed in ``run_id``, newest change first.
+
+    Runs inside the caller's transaction. Conflicting rows are skipped (or overwritten
+    with ``force``); their undo records are kept so a forced rollback can follow.
+    """
+    report = UndoReport()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (UNDO,)).fetchone() is None:
+        return report
+    records = conn.execute(
+        f"SELECT id, tbl, key, before, after FROM {UNDO} WHERE run_id=? AND step=? ORDER BY id DESC",
+        (run_id, step),
+    ).fetchall()
+    keep: list[int] = []
+    for rec_id, table, key_text, before, after in records:
+        if table == _SEQ:
+            _restore_sequence(conn, json.loads(key_text)[0], before)
+            continue
+        key_cols, key = json_key(key_text)
+        current = _fetch(conn, table, key_cols, [key]).get(key)
+        if row_json(current) != after and not force:
+            report.conflicts.append(
+                f"{table} {dict(zip(key_cols, key, strict=True))}: changed after the run wrote it"
+            )
+            keep.append(rec_id)
+            continue
+        where = " AND ".join(f"{quote_ident(c)}=?" for c in key_cols)
+        if before is None:
+            conn.execute(f"DELETE FROM {quote_ident(table)} WHERE {where}", list(key))
+        else:
+            old = _row_from_json(before)
+            cols = list(old)
+            conn.execute(f"DELETE FROM {quote_ident(table)} WHERE {where}", list(key))
+            conn.execute(
+                f"INSERT INTO {quote_ident(table)} ({', '.join(quote_ident(c) for c in cols)}) "
+                f"VALUES ({', '.join('?' for _ in cols)})",
+                [old[c] for c in cols],
+            )
+        report.restored += 1
+    kept = f" AND id NOT IN ({', '.join(str(i) for i in keep)})" if keep else ""
+    conn.execute(f"DELETE FROM {UNDO} WHERE run_id=? AND step=?{kept}", (run_id, step))
+    drop_empty_ledger_tables(conn)
+    return report
+
+
+def _restore_sequence(conn: sqlite3.Connection, table: str, before: str | None) -> None:
+    max_id = conn.execute(f"SELECT max(rowid) FROM {quote_ident(table)}").fetchone()[0] or 0
+    old = _row_from_json(before)["seq"] if before else None
+    # Never lower the counter below an id someone else has used meanwhile.
+    if old is None and max_id == 0:
+        conn.execute(f"DELETE FROM {_SEQ} WHERE name=?", (table,))
+    else:
+        seq = max(old or 0, max_id)
+        conn.execute(f"UPDATE {_SEQ} SET seq=? WHERE name=?", (seq, table))
