@@ -74,4 +74,5 @@ __all__ = [
     "Tier",
     "TransformJSON",
     "checks",
+    "load_runbook",
 ]

@@ -26,7 +26,9 @@ class Queryable(Protocol):
     def exists(self) -> bool: ...
 
 
-def _q(ctx: StepContext, db: Queryable, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+def _q(
+    ctx: StepContext, db: Queryable, sql: str, params: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
     bound: Queryable = ctx.bindings.get(db.name, db)  # type: ignore[assignment]
     return bound.query(sql, params)
 
@@ -39,8 +41,9 @@ def _schema(ctx: StepContext, db: Queryable) -> dict[str, dict[str, Any]]:
 class ColumnsExist(Check):
     """Every named column exists in ``table``."""
 
-    def __init__(self, db: Queryable, table: str, columns: Sequence[str],
-                 name: str | None = None) -> None:
+    def __init__(
+        self, db: Queryable, table: str, columns: Sequence[str], name: str | None = None
+    ) -> None:
         super().__init__(name or f"columns exist in {table}")
         self.db, self.table, self.columns = db, table, list(columns)
 
@@ -50,9 +53,11 @@ class ColumnsExist(Check):
     def evaluate(self, ctx: StepContext, baseline: Any) -> CheckResult:
         cols = _schema(ctx, self.db).get(self.table, {}).get("columns", [])
         missing = [c for c in self.columns if c not in cols]
-        return self.result(not missing, {"table": self.table, "expected": self.columns,
-                                         "missing": missing},
-                           f"missing: {', '.join(missing)}" if missing else "")
+        return self.result(
+            not missing,
+            {"table": self.table, "expected": self.columns, "missing": missing},
+            f"missing: {', '.join(missing)}" if missing else "",
+        )
 
 
 class IndexExists(Check):
@@ -68,8 +73,9 @@ class IndexExists(Check):
     def evaluate(self, ctx: StepContext, baseline: Any) -> CheckResult:
         obj = _schema(ctx, self.db).get(self.index, {})
         ok = obj.get("type") == "index"
-        return self.result(ok, {"index": self.index, "found": ok},
-                           "" if ok else f"index {self.index} not found")
+        return self.result(
+            ok, {"index": self.index, "found": ok}, "" if ok else f"index {self.index} not found"
+        )
 
 
 class SchemaSuperset(Check):
@@ -83,8 +89,11 @@ class SchemaSuperset(Check):
         return f"every table and column of {self.db.name} before the run still exists"
 
     def baseline(self, ctx: StepContext) -> Any:
-        return {t: v.get("columns", []) for t, v in _schema(ctx, self.db).items()
-                if v.get("type") == "table"}
+        return {
+            t: v.get("columns", [])
+            for t, v in _schema(ctx, self.db).items()
+            if v.get("type") == "table"
+        }
 
     def evaluate(self, ctx: StepContext, baseline: Any) -> CheckResult:
         now = _schema(ctx, self.db)
@@ -94,17 +103,28 @@ class SchemaSuperset(Check):
                 lost.append(table)
                 continue
             lost += [f"{table}.{c}" for c in cols if c not in now[table].get("columns", [])]
-        return self.result(not lost, {"tables_before": len(baseline or {}), "missing": lost},
-                           f"disappeared: {', '.join(lost)}" if lost else "")
+        return self.result(
+            not lost,
+            {"tables_before": len(baseline or {}), "missing": lost},
+            f"disappeared: {', '.join(lost)}" if lost else "",
+        )
 
 
 class RowCount(Check):
     """The count of a query (or table) equals / is within bounds / matches another query."""
 
-    def __init__(self, db: Queryable, table_or_query: str, *, equals: int | None = None,
-                 at_least: int | None = None, at_most: int | None = None,
-                 same_as: tuple[Queryable, str] | None = None,
-                 unchanged: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        db: Queryable,
+        table_or_query: str,
+        *,
+        equals: int | None = None,
+        at_least: int | None = None,
+        at_most: int | None = None,
+        same_as: tuple[Queryable, str] | None = None,
+        unchanged: bool = False,
+        name: str | None = None,
+    ) -> None:
         sql = table_or_query
         if not sql.lstrip().lower().startswith("select"):
             sql = f'SELECT count(*) FROM "{table_or_query}"'
@@ -164,8 +184,15 @@ class Distribution(Check):
     """Shares of a query's groups are each within ``tolerance_pp`` percentage points of
     the expected shares. The query returns (group, count) rows."""
 
-    def __init__(self, db: Queryable, query: str, expected: Mapping[str, float], *,
-                 tolerance_pp: float = 5.0, name: str | None = None) -> None:
+    def __init__(
+        self,
+        db: Queryable,
+        query: str,
+        expected: Mapping[str, float],
+        *,
+        tolerance_pp: float = 5.0,
+        name: str | None = None,
+    ) -> None:
         super().__init__(name or "distribution matches the benchmark")
         self.db, self.query, self.expected, self.tolerance = db, query, dict(expected), tolerance_pp
 
@@ -178,21 +205,30 @@ class Distribution(Check):
         return distribution_result(self, counts, self.expected, self.tolerance)
 
 
-def distribution_result(check: Check, counts: Mapping[str, int], expected: Mapping[str, float],
-                        tolerance: float) -> CheckResult:
+def distribution_result(
+    check: Check, counts: Mapping[str, int], expected: Mapping[str, float], tolerance: float
+) -> CheckResult:
     """Compare observed counts with expected percentage shares (shared by plan-time checks)."""
     total = sum(counts.values())
     shares = {g: (100.0 * c / total if total else 0.0) for g, c in counts.items()}
     deviations = {g: round(shares.get(g, 0.0) - exp, 2) for g, exp in expected.items()}
     worst = max((abs(d) for d in deviations.values()), default=0.0)
-    off = [f"{g}: {shares.get(g, 0.0):.1f}% vs {exp:.1f}%" for g, exp in expected.items()
-           if abs(deviations[g]) > tolerance]
+    off = [
+        f"{g}: {shares.get(g, 0.0):.1f}% vs {exp:.1f}%"
+        for g, exp in expected.items()
+        if abs(deviations[g]) > tolerance
+    ]
     return check.result(
         total > 0 and not off,
-        {"total": total, "counts": dict(counts),
-         "shares_pct": {g: round(s, 2) for g, s in shares.items()},
-         "expected_pct": dict(expected), "deviation_pp": deviations,
-         "tolerance_pp": tolerance, "worst_pp": round(worst, 2)},
+        {
+            "total": total,
+            "counts": dict(counts),
+            "shares_pct": {g: round(s, 2) for g, s in shares.items()},
+            "expected_pct": dict(expected),
+            "deviation_pp": deviations,
+            "tolerance_pp": tolerance,
+            "worst_pp": round(worst, 2),
+        },
         ("no rows" if total == 0 else "; ".join(off)),
     )
 
@@ -200,8 +236,9 @@ def distribution_result(check: Check, counts: Mapping[str, int], expected: Mappi
 class RecordsPreserved(Check):
     """The rows a query returns are byte-for-byte the same as before the run."""
 
-    def __init__(self, db: Queryable, query: str, *, name: str | None = None,
-                 expect_count: int | None = None) -> None:
+    def __init__(
+        self, db: Queryable, query: str, *, name: str | None = None, expect_count: int | None = None
+    ) -> None:
         super().__init__(name or "critical records preserved")
         self.db, self.query, self.expect_count = db, query, expect_count
 
@@ -229,9 +266,16 @@ class RecordsPreserved(Check):
         if self.expect_count is not None and n != self.expect_count:
             ok = False
             problems.append(f"{n} records, expected {self.expect_count}")
-        return self.result(ok, {"count": n, "count_before": before.get("count"),
-                                "sha256": digest, "sha256_before": before.get("sha256")},
-                           "; ".join(problems))
+        return self.result(
+            ok,
+            {
+                "count": n,
+                "count_before": before.get("count"),
+                "sha256": digest,
+                "sha256_before": before.get("sha256"),
+            },
+            "; ".join(problems),
+        )
 
 
 class Sample(Check):
@@ -242,8 +286,15 @@ class Sample(Check):
     when the run paused are the rows the approver saw.
     """
 
-    def __init__(self, db: Queryable, query: str, n: int = 20, *,
-                 name: str | None = None, instructions: str = "") -> None:
+    def __init__(
+        self,
+        db: Queryable,
+        query: str,
+        n: int = 20,
+        *,
+        name: str | None = None,
+        instructions: str = "",
+    ) -> None:
         super().__init__(name or f"sample of {n}")
         self.db, self.query, self.n, self.instructions = db, query, n, instructions
 
@@ -254,17 +305,27 @@ class Sample(Check):
         rows = _q(ctx, self.db, self.query)
         rng = random.Random(f"{ctx.run_id}/{ctx.step}/{self.name}")
         picked = sorted(rng.sample(range(len(rows)), min(self.n, len(rows))))
-        return self.result(None, {"population": len(rows), "shown": len(picked),
-                                  "rows": [[_plain(v) for v in rows[i]] for i in picked],
-                                  "instructions": self.instructions},
-                           "a human must judge the sample")
+        return self.result(
+            None,
+            {
+                "population": len(rows),
+                "shown": len(picked),
+                "rows": [[_plain(v) for v in rows[i]] for i in picked],
+                "instructions": self.instructions,
+            },
+            "a human must judge the sample",
+        )
 
 
 class Predicate(Check):
     """A custom check: ``fn(ctx)`` returns (ok, evidence) — ok may be None (inconclusive)."""
 
-    def __init__(self, name: str, fn: Callable[[StepContext], tuple[bool | None, dict[str, Any]]],
-                 description: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[[StepContext], tuple[bool | None, dict[str, Any]]],
+        description: str = "",
+    ) -> None:
         super().__init__(name)
         self.fn, self.description = fn, description
 
@@ -279,8 +340,7 @@ class Predicate(Check):
 class FilesUnchanged(Check):
     """Files (glob patterns under a directory) are byte-identical to before the run."""
 
-    def __init__(self, directory: Any, patterns: Sequence[str], *,
-                 name: str | None = None) -> None:
+    def __init__(self, directory: Any, patterns: Sequence[str], *, name: str | None = None) -> None:
         super().__init__(name or "source files unchanged")
         self.directory, self.patterns = directory, list(patterns)
 
@@ -305,8 +365,11 @@ class FilesUnchanged(Check):
         now = self._digests(ctx)
         before = baseline or {}
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        return self.result(not changed, {"files": len(before), "changed": changed},
-                           f"changed: {', '.join(changed)}" if changed else "")
+        return self.result(
+            not changed,
+            {"files": len(before), "changed": changed},
+            f"changed: {', '.join(changed)}" if changed else "",
+        )
 
 
 def _plain(v: Any) -> Any:

@@ -15,6 +15,7 @@ a committed batch changes nothing (see each step's docstring).
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -166,8 +167,9 @@ class Executor:
             )
         return out
 
-    def _event(self, run_id: str | None, kind: str, message: str, step: str | None = None,
-               **data: Any) -> None:
+    def _event(
+        self, run_id: str | None, kind: str, message: str, step: str | None = None, **data: Any
+    ) -> None:
         self.journal.event(run_id, kind, message, step=step, data=data)
         self.obs.event(kind, message, data)
 
@@ -179,17 +181,7 @@ class Executor:
     # -- plan ---------------------------------------------------------------------------
     def plan(self) -> list[tuple[Step, Plan]]:
         """Every step's dry run against the current state. Writes nothing anywhere."""
-        self.validate_resources()
-        out = []
-        for step in self.runbook.steps:
-            ctx = self._ctx("plan", step, dry_run=True)
-            try:
-                out.append((step, step.plan(ctx)))
-            except HandrailError:
-                raise
-            except Exception as exc:
-                raise StepFailed(f"step {step.name!r} failed to plan: {exc!r}") from exc
-        return out
+        return plan_runbook(self.runbook, self.bindings)
 
     # -- run ----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -212,23 +204,26 @@ class Executor:
                     f"step {step.name!r} is destructive ({step.blast.changes})",
                     hint="read the plan, then run again with --allow-destructive",
                 )
-            if step.tier is Tier.EXTERNAL:
-                if step.stages is None or not step.gates_at("stage"):
-                    raise PolicyError(
-                        f"step {step.name!r} writes to {', '.join(r.name for r in step.writes)} "
-                        "that other people see; it must run in stages with a gate after each",
-                        hint="give it stages=[100, 1000, None] and a Gate(at='stage')",
-                    )
+            if step.tier is Tier.EXTERNAL and (step.stages is None or not step.gates_at("stage")):
+                raise PolicyError(
+                    f"step {step.name!r} writes to {', '.join(r.name for r in step.writes)} "
+                    "that other people see; it must run in stages with a gate after each",
+                    hint="give it stages=[100, 1000, None] and a Gate(at='stage')",
+                )
 
     def _run_locked(self, lease: Lease) -> RunResult:
         last = None if self.options.new_run else self.journal.latest_run(self.key, mode=self.mode)
         if last is not None and last.status in RESUMABLE:
             run_id = last.id
             if last.plan_hash != self.plan_hash:
-                self._event(run_id, "plan-changed",
-                            "the runbook changed since this run started; approvals given "
-                            "before the change no longer count",
-                            old=last.plan_hash, new=self.plan_hash)
+                self._event(
+                    run_id,
+                    "plan-changed",
+                    "the runbook changed since this run started; approvals given "
+                    "before the change no longer count",
+                    old=last.plan_hash,
+                    new=self.plan_hash,
+                )
                 self.journal.set_plan_hash(run_id, self.plan_hash)
             self._event(run_id, "resume", f"resuming run {run_id} ({last.status.value})")
         elif last is not None and last.status is RunStatus.REJECTED and not self.options.new_run:
@@ -240,8 +235,13 @@ class Executor:
             run_id = self.journal.create_run(
                 self.key, self.runbook.name, self.plan_hash, self.runbook.describe(), mode=self.mode
             )
-            self._event(run_id, "start", f"run {run_id} of {self.runbook.name} started",
-                        by=whoami(), plan_hash=self.plan_hash)
+            self._event(
+                run_id,
+                "start",
+                f"run {run_id} of {self.runbook.name} started",
+                by=whoami(),
+                plan_hash=self.plan_hash,
+            )
         self.journal.lease_run(lease, run_id)
         try:
             self._snapshot_all(run_id)
@@ -251,13 +251,18 @@ class Executor:
         except _Paused as p:
             self.journal.set_run_status(run_id, RunStatus.PAUSED, paused_gate=p.gate_key)
             self._event(run_id, "paused", f"paused at gate {p.gate_key}", gate=p.gate_key)
-            return RunResult(run_id, RunStatus.PAUSED, f"paused at gate {p.gate_key}",
-                             paused_gate=p.gate_key)
+            return RunResult(
+                run_id, RunStatus.PAUSED, f"paused at gate {p.gate_key}", paused_gate=p.gate_key
+            )
         except _Rejected as r:
             self.journal.set_run_status(run_id, RunStatus.REJECTED, paused_gate=r.gate_key)
             self._event(run_id, "rejected", f"gate {r.gate_key} was rejected by {r.who}")
-            return RunResult(run_id, RunStatus.REJECTED,
-                             f"gate {r.gate_key} was rejected by {r.who}", paused_gate=r.gate_key)
+            return RunResult(
+                run_id,
+                RunStatus.REJECTED,
+                f"gate {r.gate_key} was rejected by {r.who}",
+                paused_gate=r.gate_key,
+            )
         except KeyboardInterrupt:
             self.journal.set_run_status(run_id, RunStatus.INTERRUPTED)
             self._event(run_id, "interrupted", "interrupted; run the same command to resume")
@@ -274,7 +279,7 @@ class Executor:
     def _snapshot_all(self, run_id: str) -> None:
         done = {b["resource"] for b in self.journal.backups(run_id)}
         dest = self.journal.backups_dir / run_id
-        for original in self.runbook.written:
+        for original in self.runbook.snapshotted:
             if original.name in done:
                 continue
             r = self.resource(original)
@@ -287,9 +292,14 @@ class Executor:
             except Exception as exc:
                 raise BackupError(f"backup of {r.describe()} failed: {exc!r}") from exc
             self.journal.record_backup(run_id, backup, evidence)
-            self._event(run_id, "backup-verified",
-                        f"backup of {r.name} verified ({evidence['restore_test']})",
-                        resource=r.name, sha256=backup.sha256, size=backup.size)
+            self._event(
+                run_id,
+                "backup-verified",
+                f"backup of {r.name} verified ({evidence['restore_test']})",
+                resource=r.name,
+                sha256=backup.sha256,
+                size=backup.size,
+            )
         if not self.journal.baselines(run_id):
             self._baselines(run_id)
 
@@ -312,8 +322,10 @@ class Executor:
         if row.status is StepStatus.DONE:
             return
         if row.status is StepStatus.ROLLED_BACK:
-            raise PolicyError(f"step {step.name!r} of run {run_id} was rolled back",
-                              hint="start a new run with --new")
+            raise PolicyError(
+                f"step {step.name!r} of run {run_id} was rolled back",
+                hint="start a new run with --new",
+            )
         ctx = self._ctx(run_id, step)
         if row.plan is None:
             self._event(run_id, "step", f"step {step.name}: planning", step=step.name)
@@ -331,14 +343,21 @@ class Executor:
             for r in results:
                 self.journal.record_check(run_id, step.name, f"{step.name}/verify", r.to_json())
             if failed:
-                self.journal.update_step(run_id, step.name, status=StepStatus.FAILED,
-                                         error="; ".join(f"{r.name}: {r.message}" for r in failed))
-                raise CheckFailed(f"step {step.name!r} did not verify: "
-                                  + "; ".join(f"{r.name}: {r.message}" for r in failed))
+                self.journal.update_step(
+                    run_id,
+                    step.name,
+                    status=StepStatus.FAILED,
+                    error="; ".join(f"{r.name}: {r.message}" for r in failed),
+                )
+                raise CheckFailed(
+                    f"step {step.name!r} did not verify: "
+                    + "; ".join(f"{r.name}: {r.message}" for r in failed)
+                )
         for gate in step.gates_at("done"):
             self._gate(run_id, step, gate, ctx)
-        self.journal.update_step(run_id, step.name, status=StepStatus.DONE,
-                                 finished_at=_now(), error=None)
+        self.journal.update_step(
+            run_id, step.name, status=StepStatus.DONE, finished_at=_now(), error=None
+        )
         self._event(run_id, "step-done", f"step {step.name}: done", step=step.name)
 
     def _guard(self, step: Step, phase: str, fn: Callable[[], Any]) -> Any:
@@ -353,8 +372,13 @@ class Executor:
         row = self.journal.step(run_id, step.name)
         if row.pre_fingerprints is None:
             pre = {r.name: self.resource(r).fingerprint().digest for r in step.writes}
-            self.journal.update_step(run_id, step.name, status=StepStatus.APPLYING,
-                                     started_at=_now(), pre_fingerprints=pre)
+            self.journal.update_step(
+                run_id,
+                step.name,
+                status=StepStatus.APPLYING,
+                started_at=_now(),
+                pre_fingerprints=pre,
+            )
         elif row.status is not StepStatus.APPLYING:
             self.journal.update_step(run_id, step.name, status=StepStatus.APPLYING)
         if row.items_total is None:
@@ -374,9 +398,13 @@ class Executor:
                 if b in committed:
                     # The target committed it; the crash came before the journal heard.
                     self.journal.batch_done(run_id, step.name, b, len(items))
-                    self._event(run_id, "batch-recovered",
-                                f"batch {b} had committed before a crash; not applied again",
-                                step=step.name, batch=b)
+                    self._event(
+                        run_id,
+                        "batch-recovered",
+                        f"batch {b} had committed before a crash; not applied again",
+                        step=step.name,
+                        batch=b,
+                    )
                 else:
                     try:
                         changed = step.apply_batch(ctx, b, items)
@@ -387,7 +415,7 @@ class Executor:
                         raise StepFailed(
                             f"step {step.name!r} failed in batch {b}: {exc!r}",
                             hint=f"fix the cause and run again to resume, or roll back "
-                                 f"with `handrail rollback {run_id}`",
+                            f"with `handrail rollback {run_id}`",
                         ) from exc
                     ctx.flush_rejects()
                     self.journal.batch_done(run_id, step.name, b, changed)
@@ -398,7 +426,10 @@ class Executor:
                     self._gate(run_id, step, gate, ctx, stage=stage + 1)
         elapsed = time.monotonic() - started
         self.journal.update_step(
-            run_id, step.name, status=StepStatus.APPLIED, applied_at=_now(),
+            run_id,
+            step.name,
+            status=StepStatus.APPLIED,
+            applied_at=_now(),
             apply_seconds=(row.apply_seconds or 0.0) + elapsed,
         )
 
@@ -410,7 +441,7 @@ class Executor:
         n = 0
         for stage, (start, end) in enumerate(stages):
             for lo in range(start, end, step.batch_size):
-                out.append((n, stage, items[lo:min(end, lo + step.batch_size)]))
+                out.append((n, stage, items[lo : min(end, lo + step.batch_size)]))
                 n += 1
         return out
 
@@ -429,8 +460,12 @@ class Executor:
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
-                res = CheckResult(check.name, Outcome.FAIL, {"error": repr(exc)},
-                                  f"the check itself raised: {exc}")
+                res = CheckResult(
+                    check.name,
+                    Outcome.FAIL,
+                    {"error": repr(exc)},
+                    f"the check itself raised: {exc}",
+                )
             results.append(res)
             self.journal.record_check(run_id, step.name, key, res.to_json())
         failed = [r for r in results if r.outcome is Outcome.FAIL]
@@ -441,25 +476,44 @@ class Executor:
                 f"{r.name}: {r.message or 'failed'}" for r in failed
             )
             if gate.on_fail == "rollback":
-                self._event(run_id, "gate-failed", message + " — rolling the step back",
-                            step=step.name)
+                self._event(
+                    run_id, "gate-failed", message + " — rolling the step back", step=step.name
+                )
                 self._rollback_step(run_id, step, force=False)
             raise CheckFailed(message)
         if needs_human:
             decision = self.journal.decision(run_id, key, self.plan_hash)
             if decision is None:
                 if self.options.auto_approve:
-                    self.journal.approve(run_id, key, "approve", f"{whoami()} (--yes)",
-                                         self.plan_hash, "auto-approved", automatic=True)
-                    self._event(run_id, "auto-approved", f"gate {key} auto-approved (--yes)",
-                                step=step.name, gate=key)
+                    self.journal.approve(
+                        run_id,
+                        key,
+                        "approve",
+                        f"{whoami()} (--yes)",
+                        self.plan_hash,
+                        "auto-approved",
+                        automatic=True,
+                    )
+                    self._event(
+                        run_id,
+                        "auto-approved",
+                        f"gate {key} auto-approved (--yes)",
+                        step=step.name,
+                        gate=key,
+                    )
                     decision = {"decision": "approve", "who": whoami()}
                 else:
                     answer = self.obs.ask(key, gate, results)
                     if answer is None:
                         raise _Paused(key)
-                    self.journal.approve(run_id, key, "approve" if answer else "reject",
-                                         whoami(), self.plan_hash, "answered at the prompt")
+                    self.journal.approve(
+                        run_id,
+                        key,
+                        "approve" if answer else "reject",
+                        whoami(),
+                        self.plan_hash,
+                        "answered at the prompt",
+                    )
                     decision = {"decision": "approve" if answer else "reject", "who": whoami()}
             if decision["decision"] != "approve":
                 raise _Rejected(key, str(decision["who"]))
@@ -467,7 +521,9 @@ class Executor:
         self._event(run_id, "gate-passed", f"gate {key} passed", step=step.name, gate=key)
 
     # -- rollback -------------------------------------------------------------------------
-    def rollback(self, run_id: str, *, to_step: str | None = None, force: bool = False) -> RunResult:
+    def rollback(
+        self, run_id: str, *, to_step: str | None = None, force: bool = False
+    ) -> RunResult:
         """Undo the run's applied steps, newest first, verifying each against its
         fingerprint from before it ran. ``to_step``: stop after undoing that step."""
         run = self.journal.run(run_id)
@@ -476,8 +532,9 @@ class Executor:
         names = [s.name for s in self.runbook.steps]
         if to_step is not None and to_step not in names:
             raise PolicyError(f"run {run_id} has no step {to_step!r}; steps: {names}")
-        lease = self.journal.acquire_lease(self.key, ttl=self.options.lease_ttl,
-                                           take_over=self.options.take_over, run_id=run_id)
+        lease = self.journal.acquire_lease(
+            self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over, run_id=run_id
+        )
         conflicts: list[str] = []
         try:
             with Heartbeat(self.journal, lease, self.options.lease_ttl):
@@ -485,7 +542,12 @@ class Executor:
                 self._event(run_id, "rollback", f"rolling back run {run_id}")
                 for step in reversed(self.runbook.steps):
                     row = self.journal.step(run_id, step.name)
-                    if row.status not in (StepStatus.PENDING, StepStatus.ROLLED_BACK):
+                    if step.tier is Tier.READ_ONLY:
+                        if row.status is not StepStatus.PENDING:
+                            self.journal.update_step(
+                                run_id, step.name, status=StepStatus.ROLLED_BACK
+                            )
+                    elif row.status not in (StepStatus.PENDING, StepStatus.ROLLED_BACK):
                         conflicts += self._rollback_step(run_id, step, force=force)
                     if step.name == to_step:
                         break
@@ -531,34 +593,49 @@ class Executor:
                 if now != pre[r.name]:
                     diffs.append(r.name)
         if diffs and not conflicts:
-            self.journal.update_step(run_id, step.name, status=StepStatus.FAILED,
-                                     error=f"rollback left {diffs} different from before the step")
+            self.journal.update_step(
+                run_id,
+                step.name,
+                status=StepStatus.FAILED,
+                error=f"rollback left {diffs} different from before the step",
+            )
             raise StepFailed(
                 f"rollback of step {step.name!r} did not restore {', '.join(diffs)} to its "
                 "state before the step",
                 hint="someone may have changed it meanwhile; compare with "
-                     f"`handrail backups list {run_id}` and restore if needed",
+                f"`handrail backups list {run_id}` and restore if needed",
             )
-        self.journal.update_step(run_id, step.name, status=StepStatus.ROLLED_BACK,
-                                 rollback_seconds=elapsed, finished_at=_now())
+        self.journal.update_step(
+            run_id,
+            step.name,
+            status=StepStatus.ROLLED_BACK,
+            rollback_seconds=elapsed,
+            finished_at=_now(),
+        )
         self.journal.forget_gates(run_id, step.name)
-        self._event(run_id, "step-rolled-back",
-                    f"step {step.name}: rolled back and verified" if not diffs else
-                    f"step {step.name}: rolled back; {len(conflicts)} conflict(s) left alone",
-                    step=step.name, seconds=round(elapsed, 3))
+        self._event(
+            run_id,
+            "step-rolled-back",
+            f"step {step.name}: rolled back and verified"
+            if not diffs
+            else f"step {step.name}: rolled back; {len(conflicts)} conflict(s) left alone",
+            step=step.name,
+            seconds=round(elapsed, 3),
+        )
         return conflicts
 
     # -- restore from backups (the last resort) ---------------------------------------------
     def restore_backups(self, run_id: str) -> list[str]:
         """Put every resource back from this run's verified backups, whole."""
-        lease = self.journal.acquire_lease(self.key, ttl=self.options.lease_ttl,
-                                           take_over=self.options.take_over, run_id=run_id)
+        lease = self.journal.acquire_lease(
+            self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over, run_id=run_id
+        )
         restored = []
         try:
             backups = self._backups(run_id)
             if not backups:
                 raise PolicyError(f"run {run_id} has no backups")
-            for r in self.runbook.written:
+            for r in self.runbook.snapshotted:
                 b = backups.get(r.name)
                 if b is None:
                     continue
@@ -566,14 +643,44 @@ class Executor:
                 res.restore(b)
                 got = res.fingerprint()
                 if got.digest != b.fingerprint.digest:
-                    raise BackupError(f"{r.name}: restored content differs from the backup: "
-                                      f"{', '.join(b.fingerprint.diff(got))}")
+                    raise BackupError(
+                        f"{r.name}: restored content differs from the backup: "
+                        f"{', '.join(b.fingerprint.diff(got))}"
+                    )
                 restored.append(r.name)
                 self._event(run_id, "restored", f"{r.name} restored from backup", resource=r.name)
             self.journal.set_run_status(run_id, RunStatus.ROLLED_BACK)
         finally:
             self.journal.release_lease(lease)
         return restored
+
+
+def plan_runbook(
+    runbook: Runbook, bindings: dict[str, Resource] | None = None
+) -> list[tuple[Step, Plan]]:
+    """Validate every resource, then each step's dry run. Needs no journal; writes nothing."""
+    bindings = bindings or {}
+    for r in runbook.resources:
+        bindings.get(r.name, r).validate()
+    out = []
+    with tempfile.TemporaryDirectory(prefix="handrail-plan-") as tmp:
+        for step in runbook.steps:
+            ctx = StepContext(
+                run_id="plan",
+                step=step.name,
+                journal=None,
+                bindings=bindings,
+                backups={},
+                work_dir=Path(tmp),
+                dry_run=True,
+            )
+            try:
+                out.append((step, step.plan(ctx)))
+            except (HandrailError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                raise StepFailed(f"step {step.name!r} failed to plan: {exc!r}") from exc
+    return out
 
 
 def _now() -> str:

@@ -23,7 +23,9 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 def canonical_json(obj: Any) -> str:
     """One text per JSON value: sorted keys, no spaces, real unicode, no NaN."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def sha256_text(text: str) -> str:

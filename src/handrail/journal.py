@@ -184,11 +184,14 @@ class Journal:
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ResourceError(f"cannot create state directory {state_dir}: {exc.strerror}") from exc
+            raise ResourceError(
+                f"cannot create state directory {state_dir}: {exc.strerror}"
+            ) from exc
         self.path = state_dir / "journal.sqlite"
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                                        check_same_thread=False)
+            self.conn = sqlite3.connect(
+                str(self.path), timeout=30, isolation_level=None, check_same_thread=False
+            )
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.executescript(SCHEMA)
@@ -245,16 +248,30 @@ class Journal:
 
     # -- runs ---------------------------------------------------------------------------
     def create_run(
-        self, runbook_key: str, runbook_name: str, plan_hash: str, definition: dict[str, Any],
-        *, mode: str = "run",
+        self,
+        runbook_key: str,
+        runbook_name: str,
+        plan_hash: str,
+        definition: dict[str, Any],
+        *,
+        mode: str = "run",
     ) -> str:
         run_id = new_run_id()
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO runs (id, runbook_key, runbook_name, plan_hash, status, mode, "
                 "started_at, started_by, definition) VALUES (?,?,?,?,?,?,?,?,?)",
-                (run_id, runbook_key, runbook_name, plan_hash, RunStatus.SNAPSHOTTING.value,
-                 mode, now_iso(), whoami(), _dumps(definition)),
+                (
+                    run_id,
+                    runbook_key,
+                    runbook_name,
+                    plan_hash,
+                    RunStatus.SNAPSHOTTING.value,
+                    mode,
+                    now_iso(),
+                    whoami(),
+                    _dumps(definition),
+                ),
             )
             for pos, step in enumerate(definition["steps"]):
                 c.execute(
@@ -265,10 +282,16 @@ class Journal:
 
     def _run(self, row: sqlite3.Row) -> RunRow:
         return RunRow(
-            id=row["id"], runbook_key=row["runbook_key"], runbook_name=row["runbook_name"],
-            plan_hash=row["plan_hash"], status=RunStatus(row["status"]), mode=row["mode"],
-            started_at=row["started_at"], finished_at=row["finished_at"],
-            started_by=row["started_by"], paused_gate=row["paused_gate"],
+            id=row["id"],
+            runbook_key=row["runbook_key"],
+            runbook_name=row["runbook_name"],
+            plan_hash=row["plan_hash"],
+            status=RunStatus(row["status"]),
+            mode=row["mode"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            started_by=row["started_by"],
+            paused_gate=row["paused_gate"],
         )
 
     def run(self, run_id: str) -> RunRow | None:
@@ -327,20 +350,36 @@ class Journal:
 
     def _step(self, r: sqlite3.Row) -> StepRow:
         return StepRow(
-            name=r["name"], position=r["position"], tier=r["tier"],
+            name=r["name"],
+            position=r["position"],
+            tier=r["tier"],
             status=StepStatus(r["status"]),
             plan=json.loads(r["plan"]) if r["plan"] else None,
-            state=json.loads(r["state"]), items_total=r["items_total"],
-            items_done=r["items_done"], apply_seconds=r["apply_seconds"],
+            state=json.loads(r["state"]),
+            items_total=r["items_total"],
+            items_done=r["items_done"],
+            apply_seconds=r["apply_seconds"],
             rollback_seconds=r["rollback_seconds"],
             pre_fingerprints=json.loads(r["pre_fingerprints"]) if r["pre_fingerprints"] else None,
             error=r["error"],
         )
 
-    _STEP_FIELDS = frozenset({
-        "status", "plan", "state", "items_total", "items_done", "started_at", "applied_at",
-        "finished_at", "apply_seconds", "rollback_seconds", "pre_fingerprints", "error",
-    })
+    _STEP_FIELDS = frozenset(
+        {
+            "status",
+            "plan",
+            "state",
+            "items_total",
+            "items_done",
+            "started_at",
+            "applied_at",
+            "finished_at",
+            "apply_seconds",
+            "rollback_seconds",
+            "pre_fingerprints",
+            "error",
+        }
+    )
 
     def update_step(self, run_id: str, name: str, **fields: Any) -> None:
         unknown = set(fields) - self._STEP_FIELDS
@@ -411,8 +450,16 @@ class Journal:
             c.execute(
                 "INSERT INTO checks (run_id, step, gate, name, outcome, message, evidence, at) "
                 "VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, step, gate, result["name"], result["outcome"],
-                 redact(result.get("message", "")), _dumps(result.get("evidence", {})), now_iso()),
+                (
+                    run_id,
+                    step,
+                    gate,
+                    result["name"],
+                    result["outcome"],
+                    redact(result.get("message", "")),
+                    _dumps(result.get("evidence", {})),
+                    now_iso(),
+                ),
             )
 
     def checks(self, run_id: str, gate: str | None = None) -> list[dict[str, Any]]:
@@ -423,8 +470,15 @@ class Journal:
             args.append(gate)
         rows = self.conn.execute(sql + " ORDER BY id", args).fetchall()
         return [
-            {"step": r["step"], "gate": r["gate"], "name": r["name"], "outcome": r["outcome"],
-             "message": r["message"], "evidence": json.loads(r["evidence"]), "at": r["at"]}
+            {
+                "step": r["step"],
+                "gate": r["gate"],
+                "name": r["name"],
+                "outcome": r["outcome"],
+                "message": r["message"],
+                "evidence": json.loads(r["evidence"]),
+                "at": r["at"],
+            }
             for r in rows
         ]
 
@@ -442,14 +496,30 @@ class Journal:
         return {r[0]: json.loads(r[1]) for r in rows}
 
     def approve(
-        self, run_id: str, gate: str, decision: str, who: str, plan_hash: str,
-        comment: str = "", *, automatic: bool = False,
+        self,
+        run_id: str,
+        gate: str,
+        decision: str,
+        who: str,
+        plan_hash: str,
+        comment: str = "",
+        *,
+        automatic: bool = False,
     ) -> None:
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO approvals (run_id, gate, decision, who, at, plan_hash, comment, "
                 "automatic) VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, gate, decision, who, now_iso(), plan_hash, redact(comment), int(automatic)),
+                (
+                    run_id,
+                    gate,
+                    decision,
+                    who,
+                    now_iso(),
+                    plan_hash,
+                    redact(comment),
+                    int(automatic),
+                ),
             )
 
     def approvals(self, run_id: str) -> list[dict[str, Any]]:
@@ -490,11 +560,21 @@ class Journal:
         with self.transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO backups (run_id, resource, kind, path, sha256, size, "
-                "fingerprint, meta, taken_at, verified_at, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, backup.resource, backup.kind,
-                 str(backup.path) if backup.path else None, backup.sha256, backup.size,
-                 json.dumps(backup.fingerprint.to_json()), _dumps(backup.meta), now_iso(),
-                 now_iso(), _dumps(evidence)),
+                "fingerprint, meta, taken_at, verified_at, evidence) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    backup.resource,
+                    backup.kind,
+                    str(backup.path) if backup.path else None,
+                    backup.sha256,
+                    backup.size,
+                    json.dumps(backup.fingerprint.to_json()),
+                    _dumps(backup.meta),
+                    now_iso(),
+                    now_iso(),
+                    _dumps(evidence),
+                ),
             )
 
     def backups(self, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -520,7 +600,10 @@ class Journal:
             c.executemany(
                 "INSERT OR IGNORE INTO rejects (run_id, step, source, key, reason) "
                 "VALUES (?,?,?,?,?)",
-                [(run_id, step, redact(r.source), redact(r.key), redact(r.reason)) for r in rejects],
+                [
+                    (run_id, step, redact(r.source), redact(r.key), redact(r.reason))
+                    for r in rejects
+                ],
             )
 
     def rejects(self, run_id: str, step: str | None = None) -> list[dict[str, Any]]:
@@ -532,7 +615,12 @@ class Journal:
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
 
     def event(
-        self, run_id: str | None, kind: str, message: str, *, step: str | None = None,
+        self,
+        run_id: str | None,
+        kind: str,
+        message: str,
+        *,
+        step: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
         with self.transaction() as c:
@@ -549,7 +637,11 @@ class Journal:
 
     # -- the lease ----------------------------------------------------------------------
     def acquire_lease(
-        self, runbook_key: str, *, ttl: float = 60.0, take_over: bool = False,
+        self,
+        runbook_key: str,
+        *,
+        ttl: float = 60.0,
+        take_over: bool = False,
         run_id: str | None = None,
     ) -> Lease:
         """Take the runbook's lease, or raise :class:`LeaseHeld` naming the holder.
@@ -584,14 +676,30 @@ class Journal:
             c.execute(
                 "INSERT OR REPLACE INTO leases (runbook_key, run_id, owner, host, pid, token, "
                 "acquired_at, heartbeat_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (runbook_key, run_id, me.owner, me.host, me.pid, me.token, now_iso(), now, now + ttl),
+                (
+                    runbook_key,
+                    run_id,
+                    me.owner,
+                    me.host,
+                    me.pid,
+                    me.token,
+                    now_iso(),
+                    now,
+                    now + ttl,
+                ),
             )
             if row is not None:
                 c.execute(
-                    "INSERT INTO events (run_id, at, kind, step, message, data) VALUES (?,?,?,?,?,?)",
-                    (run_id, now_iso(), "lease", None,
-                     f"lease taken from {row['owner']}@{row['host']} pid {row['pid']}",
-                     _dumps({"previous_run": row["run_id"], "take_over": take_over})),
+                    "INSERT INTO events (run_id, at, kind, step, message, data) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (
+                        run_id,
+                        now_iso(),
+                        "lease",
+                        None,
+                        f"lease taken from {row['owner']}@{row['host']} pid {row['pid']}",
+                        _dumps({"previous_run": row["run_id"], "take_over": take_over}),
+                    ),
                 )
         return me
 

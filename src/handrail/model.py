@@ -24,7 +24,9 @@ class Tier(enum.IntEnum):
         try:
             return cls[text.upper().replace("-", "_")]
         except KeyError:
-            raise ValueError(f"unknown tier {text!r}; use one of {[t.label for t in cls]}") from None
+            raise ValueError(
+                f"unknown tier {text!r}; use one of {[t.label for t in cls]}"
+            ) from None
 
 
 class Outcome(enum.StrEnum):

@@ -10,12 +10,21 @@ from typing import Any
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host  ->  scheme://user:***@host
-    (re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?P<post>@)"), r"\g<pre>***\g<post>"),
+    (
+        re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?P<post>@)"),
+        r"\g<pre>***\g<post>",
+    ),
     # libpq keyword form: password=... (quoted or bare)
     (re.compile(r"(?i)(?P<pre>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]+)"), r"\g<pre>***"),
     # HTTP credentials
-    (re.compile(r"(?i)(?P<pre>\bauthorization\s*[:=]\s*)(bearer\s+|basic\s+|token\s+)?\S+"), r"\g<pre>***"),
-    (re.compile(r"(?i)(?P<pre>[?&](?:access_token|token|api_key|apikey|password)=)[^&\s]+"), r"\g<pre>***"),
+    (
+        re.compile(r"(?i)(?P<pre>\bauthorization\s*[:=]\s*)(bearer\s+|basic\s+|token\s+)?\S+"),
+        r"\g<pre>***",
+    ),
+    (
+        re.compile(r"(?i)(?P<pre>[?&](?:access_token|token|api_key|apikey|password)=)[^&\s]+"),
+        r"\g<pre>***",
+    ),
 )
 
 _secrets: set[str] = set()

@@ -101,7 +101,9 @@ class Gate:
 
     def __post_init__(self) -> None:
         if self.at not in ("plan", "stage", "done"):
-            raise RunbookError(f"gate {self.name!r}: at must be plan, stage or done, not {self.at!r}")
+            raise RunbookError(
+                f"gate {self.name!r}: at must be plan, stage or done, not {self.at!r}"
+            )
         if self.on_fail not in ("stop", "rollback"):
             raise RunbookError(f"gate {self.name!r}: on_fail must be stop or rollback")
         names = [c.name for c in self.checks]
@@ -319,12 +321,14 @@ class Runbook:
         return list(seen.values())
 
     @property
-    def written(self) -> list[Resource]:
-        """Resources that some non-read-only step writes: these get snapshots (policy 1)."""
+    def snapshotted(self) -> list[Resource]:
+        """Resources a changing step touches (writes or reads): each gets a verified
+        snapshot before the first change (policy 1). Sources are included because a
+        careful operator backs up what a migration reads as well as what it writes."""
         seen: dict[str, Resource] = {}
         for step in self.steps:
             if step.tier > Tier.READ_ONLY:
-                for r in step.writes:
+                for r in (*step.writes, *step.reads):
                     seen.setdefault(r.name, r)
         return list(seen.values())
 
@@ -340,7 +344,9 @@ class Runbook:
         return {
             "name": self.name,
             "description": self.description,
-            "resources": [{"name": r.name, "kind": r.kind, "at": r.location()} for r in self.resources],
+            "resources": [
+                {"name": r.name, "kind": r.kind, "at": r.location()} for r in self.resources
+            ],
             "steps": [s.describe() for s in self.steps],
         }
 

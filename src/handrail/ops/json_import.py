@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..context import StepContext
@@ -69,8 +68,11 @@ class ImportRecords(SQLiteStep):
 
     def params(self) -> dict[str, Any]:
         return {
-            "db": self.db.name, "table": self.table, "key": self.key_cols,
-            "read": describe_callable(self.read), "mapper": describe_callable(self.mapper),
+            "db": self.db.name,
+            "table": self.table,
+            "key": self.key_cols,
+            "read": describe_callable(self.read),
+            "mapper": describe_callable(self.mapper),
         }
 
     def source_name(self) -> str:
@@ -104,23 +106,33 @@ class ImportRecords(SQLiteStep):
         existing: dict[tuple[Any, ...], dict[str, Any]] = {}
         if db.exists():
             with db.connect() as conn:
-                has = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                                   (self.table,)).fetchone()
+                has = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (self.table,)
+                ).fetchone()
                 if has:
-                    existing = rowlog._fetch(conn, self.table, self.key_cols,
-                                             [tuple(r[c] for c in self.key_cols) for r in rows])
+                    existing = rowlog._fetch(
+                        conn,
+                        self.table,
+                        self.key_cols,
+                        [tuple(r[c] for c in self.key_cols) for r in rows],
+                    )
         new = sum(1 for r in rows if tuple(r[c] for c in self.key_cols) not in existing)
         same = sum(1 for r in rows if _same(existing.get(tuple(r[c] for c in self.key_cols)), r))
         counts |= {"insert": new, "update": len(rows) - new - same, "unchanged": same}
         return Plan(
-            summary=(f"import {len(records)} record(s) from {self.source_name()} into "
-                     f"{self.table}: {new} new, {counts['update']} changed, {same} unchanged, "
-                     f"{len(rejects)} rejected"),
+            summary=(
+                f"import {len(records)} record(s) from {self.source_name()} into "
+                f"{self.table}: {new} new, {counts['update']} changed, {same} unchanged, "
+                f"{len(rejects)} rejected"
+            ),
             items=new + counts["update"],
             counts=counts,
             samples=[{k: _short(v) for k, v in r.items()} for r in rows[:5]],
-            details={"rejects": [{"source": r.source, "key": r.key, "reason": r.reason}
-                                 for r in rejects[:50]]},
+            details={
+                "rejects": [
+                    {"source": r.source, "key": r.key, "reason": r.reason} for r in rejects[:50]
+                ]
+            },
         )
 
     def items(self, ctx: StepContext) -> list[Any] | None:
@@ -136,8 +148,15 @@ class ImportRecords(SQLiteStep):
         with ctx.use(self.db).connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                counts = rowlog.upsert(conn, self.table, self.key_cols, rows,
-                                       run_id=ctx.run_id, step=self.name, batch=batch)
+                counts = rowlog.upsert(
+                    conn,
+                    self.table,
+                    self.key_cols,
+                    rows,
+                    run_id=ctx.run_id,
+                    step=self.name,
+                    batch=batch,
+                )
                 ctx.flush_rejects()  # before the commit: idempotent, so a crash loses none
                 SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, counts.changed)
                 conn.execute("COMMIT")
@@ -162,8 +181,9 @@ class ImportRecords(SQLiteStep):
         with db.connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                report = rowlog.undo(conn, ctx.run_id, self.name,
-                                     force=bool(ctx.state.get("_force")))
+                report = rowlog.undo(
+                    conn, ctx.run_id, self.name, force=bool(ctx.state.get("_force"))
+                )
                 if not report.conflicts:
                     SQLite.ledger_clear(conn, ctx.run_id, self.name)
                 conn.execute("COMMIT")
@@ -185,16 +205,24 @@ class ImportRecords(SQLiteStep):
         rows = self._map(ctx, self._records(ctx))
         ctx.rejects = []
         with ctx.use(self.db).connect() as conn:
-            present = rowlog._fetch(conn, self.table, self.key_cols,
-                                    [tuple(r[c] for c in self.key_cols) for r in rows])
+            present = rowlog._fetch(
+                conn, self.table, self.key_cols, [tuple(r[c] for c in self.key_cols) for r in rows]
+            )
         missing = [r for r in rows if not _same(present.get(tuple(r[c] for c in self.key_cols)), r)]
-        return [CheckResult(
-            f"{self.name}: rows imported",
-            Outcome.PASS if not missing else Outcome.FAIL,
-            {"expected": len(rows), "matching": len(rows) - len(missing),
-             "missing_or_different": [{k: _short(v) for k, v in r.items()} for r in missing[:5]]},
-            "" if not missing else f"{len(missing)} row(s) missing or different",
-        )]
+        return [
+            CheckResult(
+                f"{self.name}: rows imported",
+                Outcome.PASS if not missing else Outcome.FAIL,
+                {
+                    "expected": len(rows),
+                    "matching": len(rows) - len(missing),
+                    "missing_or_different": [
+                        {k: _short(v) for k, v in r.items()} for r in missing[:5]
+                    ],
+                },
+                "" if not missing else f"{len(missing)} row(s) missing or different",
+            )
+        ]
 
 
 def _same(old: dict[str, Any] | None, row: dict[str, Any]) -> bool:
@@ -226,7 +254,9 @@ class ImportJSON(ImportRecords):
 
     def params(self) -> dict[str, Any]:
         return super().params() | {
-            "read": None, "source": self.source.name, "reader": describe_callable(self.reader),
+            "read": None,
+            "source": self.source.name,
+            "reader": describe_callable(self.reader),
             "optional": self.optional,
         }
 
@@ -235,8 +265,10 @@ class ImportJSON(ImportRecords):
         if not src.exists():
             if self.optional:
                 return []
-            raise ResourceError(f"{self.name}: source file {src.path} does not exist",
-                                hint="check the data directory, or mark the import optional")
+            raise ResourceError(
+                f"{self.name}: source file {src.path} does not exist",
+                hint="check the data directory, or mark the import optional",
+            )
         doc = load_json(src.path, what=f"{self.source.name} ({src.path.name})")
         return list(self.reader(doc, src.path.name))
 
@@ -244,8 +276,12 @@ class ImportJSON(ImportRecords):
 class RejectShare(Check):
     """Fail when more than ``max_share`` of a step's source records were rejected."""
 
-    def __init__(self, step: ImportRecords | Sequence[ImportRecords], max_share: float = 0.01,
-                 name: str = "reject share") -> None:
+    def __init__(
+        self,
+        step: ImportRecords | Sequence[ImportRecords],
+        max_share: float = 0.01,
+        name: str = "reject share",
+    ) -> None:
         super().__init__(name)
         self.steps = [step] if isinstance(step, ImportRecords) else list(step)
         self.max_share = max_share
@@ -265,8 +301,13 @@ class RejectShare(Check):
         share = len(rejected) / total if total else 0.0
         return self.result(
             share <= self.max_share,
-            {"records": total, "rejected": len(rejected), "share": round(share, 6),
-             "max_share": self.max_share, "rejects": rejected[:20]},
+            {
+                "records": total,
+                "rejected": len(rejected),
+                "share": round(share, 6),
+                "max_share": self.max_share,
+                "rejects": rejected[:20],
+            },
             f"{len(rejected)} of {total} records rejected ({share:.2%}; "
             f"limit {self.max_share:.2%})",
         )

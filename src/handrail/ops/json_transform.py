@@ -24,8 +24,15 @@ class TransformJSON(Step):
     the step created) only if the file still holds what the step wrote.
     """
 
-    def __init__(self, name: str, file: JSONFile, fn: Callable[[Any], Any], *,
-                 indent: int | None = 2, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        file: JSONFile,
+        fn: Callable[[Any], Any],
+        *,
+        indent: int | None = 2,
+        **kw: Any,
+    ) -> None:
         self.file, self.fn, self.indent = file, fn, indent
         kw.setdefault("writes", (file,))
         super().__init__(name, **kw)
@@ -51,8 +58,11 @@ class TransformJSON(Step):
         else:
             details = {"changed": old != new}
         verb = "create" if old is None else "rewrite"
-        return Plan(summary=f"{verb} {ctx.use(self.file).path.name} atomically",
-                    items=int(old != new), details=details)
+        return Plan(
+            summary=f"{verb} {ctx.use(self.file).path.name} atomically",
+            items=int(old != new),
+            details=details,
+        )
 
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         f = ctx.use(self.file)
@@ -62,7 +72,7 @@ class TransformJSON(Step):
                 return 1  # renamed before the crash: done
             if current != ctx.state["pre"]:
                 raise StepFailed(f"{f.path} changed since this step began; not overwriting it")
-        old, new = self._new(ctx)
+        _, new = self._new(ctx)
         data = self._render(new)
         saved = ctx.step_dir() / "before.json"
         if f.exists():
@@ -74,8 +84,13 @@ class TransformJSON(Step):
     def verify(self, ctx: StepContext) -> list[CheckResult]:
         f = ctx.use(self.file)
         ok = f.exists() and sha256_file(f.path)[0] == ctx.state.get("post")
-        return [CheckResult(f"{self.name}: file written", Outcome.PASS if ok else Outcome.FAIL,
-                            {"path": str(f.path), "sha256": ctx.state.get("post")})]
+        return [
+            CheckResult(
+                f"{self.name}: file written",
+                Outcome.PASS if ok else Outcome.FAIL,
+                {"path": str(f.path), "sha256": ctx.state.get("post")},
+            )
+        ]
 
     def rollback(self, ctx: StepContext) -> None:
         f = ctx.use(self.file)

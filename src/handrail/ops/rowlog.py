@@ -102,7 +102,8 @@ def _remember_sequence(conn: sqlite3.Connection, table: str, ctx: tuple[str, str
     row = conn.execute(f"SELECT name, seq FROM {_SEQ} WHERE name=?", (table,)).fetchone()
     before = row_json({"name": row[0], "seq": row[1]}) if row else None
     conn.execute(
-        f"INSERT INTO {UNDO} (run_id, step, batch, tbl, key, before, after) VALUES (?,?,?,?,?,?,NULL)",
+        f"INSERT INTO {UNDO} (run_id, step, batch, tbl, key, before, after) "
+        "VALUES (?,?,?,?,?,?,NULL)",
         (run_id, step, batch, _SEQ, json.dumps([table]), before),
     )
 
@@ -182,7 +183,8 @@ def undo(conn: sqlite3.Connection, run_id: str, step: str, *, force: bool = Fals
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (UNDO,)).fetchone() is None:
         return report
     records = conn.execute(
-        f"SELECT id, tbl, key, before, after FROM {UNDO} WHERE run_id=? AND step=? ORDER BY id DESC",
+        f"SELECT id, tbl, key, before, after FROM {UNDO} "
+        "WHERE run_id=? AND step=? ORDER BY id DESC",
         (run_id, step),
     ).fetchall()
     keep: list[int] = []

@@ -154,9 +154,14 @@ class SQL(SQLiteStep):
             rows = conn.execute(self.verify_sql).fetchall()
         bad = [r for r in rows if not r or not r[0]]
         outcome = Outcome.PASS if rows and not bad else Outcome.FAIL
-        return [CheckResult(f"{self.name}: verify query", outcome,
-                            {"query": self.verify_sql, "rows": [list(r) for r in rows[:20]]},
-                            "" if outcome is Outcome.PASS else "verify query returned false")]
+        return [
+            CheckResult(
+                f"{self.name}: verify query",
+                outcome,
+                {"query": self.verify_sql, "rows": [list(r) for r in rows[:20]]},
+                "" if outcome is Outcome.PASS else "verify query returned false",
+            )
+        ]
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
@@ -207,8 +212,12 @@ class CreateSchema(SQLiteStep):
         summary = f"create {len(new)} object(s) in {self.db.name}"
         if not db.exists():
             summary += f" (creates the database file {db.path})"
-        return Plan(summary=summary, items=len(new), counts={"create": len(new),
-                    "already_present": len(have)}, details={"create": new, "present": have})
+        return Plan(
+            summary=summary,
+            items=len(new),
+            counts={"create": len(new), "already_present": len(have)},
+            details={"create": new, "present": have},
+        )
 
     def items(self, ctx: StepContext) -> list[Any] | None:
         db = ctx.use(self.db)
@@ -231,7 +240,9 @@ class CreateSchema(SQLiteStep):
             if name in created and name in existing:
                 conn.execute(f"DROP {typ.upper()} IF EXISTS {quote_ident(name)}")
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'").fetchone():
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
             for (seq_table,) in conn.execute("SELECT name FROM sqlite_sequence").fetchall():
                 if seq_table not in tables:
                     conn.execute("DELETE FROM sqlite_sequence WHERE name=?", (seq_table,))
@@ -252,8 +263,9 @@ class AddColumns(SQLiteStep):
     """Add nullable columns to a table if missing (idempotent); rollback drops only the
     columns this run added (SQLite 3.35+ ``DROP COLUMN``)."""
 
-    def __init__(self, name: str, db: SQLite, *, table: str, columns: dict[str, str],
-                 **kw: Any) -> None:
+    def __init__(
+        self, name: str, db: SQLite, *, table: str, columns: dict[str, str], **kw: Any
+    ) -> None:
         self.table, self.columns = table, dict(columns)
         super().__init__(name, db, **kw)
 
@@ -264,43 +276,67 @@ class AddColumns(SQLiteStep):
         with ctx.use(self.db).connect() as conn:
             have = set(_columns(conn, self.table))
         missing = [c for c in self.columns if c not in have]
-        return Plan(summary=f"add {len(missing)} column(s) to {self.table}", items=len(missing),
-                    counts={"add": len(missing), "present": len(self.columns) - len(missing)},
-                    details={"add": missing})
+        return Plan(
+            summary=f"add {len(missing)} column(s) to {self.table}",
+            items=len(missing),
+            counts={"add": len(missing), "present": len(self.columns) - len(missing)},
+            details={"add": missing},
+        )
 
     def change(self, ctx: StepContext, conn: sqlite3.Connection) -> int:
         have = set(_columns(conn, self.table))
         missing = [c for c in self.columns if c not in have]
         ctx.save_state(added=missing)
         for col in missing:
-            conn.execute(f"ALTER TABLE {quote_ident(self.table)} ADD COLUMN "
-                         f"{quote_ident(col)} {self.columns[col]}")
+            conn.execute(
+                f"ALTER TABLE {quote_ident(self.table)} ADD COLUMN "
+                f"{quote_ident(col)} {self.columns[col]}"
+            )
         return len(missing)
 
     def unchange(self, ctx: StepContext, conn: sqlite3.Connection) -> None:
         have = set(_columns(conn, self.table))
         for col in reversed(ctx.state.get("added", [])):
             if col in have:
-                conn.execute(f"ALTER TABLE {quote_ident(self.table)} DROP COLUMN {quote_ident(col)}")
+                conn.execute(
+                    f"ALTER TABLE {quote_ident(self.table)} DROP COLUMN {quote_ident(col)}"
+                )
 
 
 class CreateIndex(SQLiteStep):
     """Create an index if missing (idempotent); rollback drops it only if this run made it."""
 
-    def __init__(self, name: str, db: SQLite, *, index: str, table: str, columns: Sequence[str],
-                 unique: bool = False, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        db: SQLite,
+        *,
+        index: str,
+        table: str,
+        columns: Sequence[str],
+        unique: bool = False,
+        **kw: Any,
+    ) -> None:
         self.index, self.table, self.cols, self.unique = index, table, list(columns), unique
         super().__init__(name, db, **kw)
 
     def params(self) -> dict[str, Any]:
-        return {"db": self.db.name, "index": self.index, "table": self.table,
-                "columns": self.cols, "unique": self.unique}
+        return {
+            "db": self.db.name,
+            "index": self.index,
+            "table": self.table,
+            "columns": self.cols,
+            "unique": self.unique,
+        }
 
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:
             present = self.index in _indexes(conn)
-        return Plan(summary=f"{'keep' if present else 'create'} index {self.index} on "
-                    f"{self.table}({', '.join(self.cols)})", items=0 if present else 1)
+        return Plan(
+            summary=f"{'keep' if present else 'create'} index {self.index} on "
+            f"{self.table}({', '.join(self.cols)})",
+            items=0 if present else 1,
+        )
 
     def change(self, ctx: StepContext, conn: sqlite3.Connection) -> int:
         present = self.index in _indexes(conn)

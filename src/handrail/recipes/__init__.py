@@ -51,5 +51,7 @@ def get(name: str) -> Recipe:
     try:
         return RECIPES[name]
     except KeyError:
-        raise BadInput(f"no recipe named {name!r}; recipes: {', '.join(sorted(RECIPES))}",
-                       hint="`handrail recipes` lists them") from None
+        raise BadInput(
+            f"no recipe named {name!r}; recipes: {', '.join(sorted(RECIPES))}",
+            hint="`handrail recipes` lists them",
+        ) from None

@@ -1,4 +1,4 @@
-"""Resources: SQLite, JSON files, directories (PostgreSQL and HTTP services plug in the same way)."""
+"""Resources: SQLite, JSON files, directories; PostgreSQL and HTTP plug in the same way."""
 
 from .base import ABSENT, Backup, Fingerprint, Resource, verify_backup
 from .directory import Directory

@@ -162,7 +162,7 @@ class Resource(ABC):
     def clone_empty(self, scratch: Path) -> Resource:
         """A resource of the same kind and name at a fresh scratch location, not yet created."""
 
-    def discard(self) -> None:
+    def discard(self) -> None:  # noqa: B027 - optional hook, a no-op for file resources
         """Remove a clone made by :meth:`clone` (files go with their scratch directory)."""
 
 

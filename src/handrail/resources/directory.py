@@ -121,7 +121,12 @@ class Directory(Resource):
         tmp.replace(target)
         digest, size = sha256_file(target)
         return Backup(
-            self.name, self.kind, target, digest, size, fp,
+            self.name,
+            self.kind,
+            target,
+            digest,
+            size,
+            fp,
             {"source": str(self.path), "entries": len(fp.parts)},
         )
 
@@ -159,7 +164,7 @@ class Directory(Resource):
             return
         if self.exclude and any(True for _ in _walk_excluded(self)):
             # Keep what other resources own; remove only ours.
-            for rel, full in sorted(self.entries(), reverse=True):
+            for _rel, full in sorted(self.entries(), reverse=True):
                 if full.is_dir() and not full.is_symlink():
                     if not any(full.iterdir()):
                         full.rmdir()

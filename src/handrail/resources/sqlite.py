@@ -44,8 +44,7 @@ def _row_expr(columns: list[str]) -> str:
     for col in columns:
         q = quote_ident(col)
         parts.append(
-            f"CASE typeof({q}) WHEN 'real' THEN 'r' || printf('%!.17g', {q}) "
-            f"ELSE quote({q}) END"
+            f"CASE typeof({q}) WHEN 'real' THEN 'r' || printf('%!.17g', {q}) ELSE quote({q}) END"
         )
     return " || char(31) || ".join(parts) if parts else "''"
 
@@ -135,11 +134,13 @@ class SQLite(Resource):
         target = dest / f"{self.name}.sqlite"
         tmp = target.with_suffix(".partial")
         tmp.unlink(missing_ok=True)
-        with closing(sqlite3.connect(str(self.path), timeout=30)) as src:
-            with closing(sqlite3.connect(str(tmp))) as dst:
-                src.backup(dst)  # one step: a consistent image under one read transaction
-                fp = fingerprint_connection(dst)
-                dst.execute("PRAGMA journal_mode=DELETE")
+        with (
+            closing(sqlite3.connect(str(self.path), timeout=30)) as src,
+            closing(sqlite3.connect(str(tmp))) as dst,
+        ):
+            src.backup(dst)  # one step: a consistent image under one read transaction
+            fp = fingerprint_connection(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         tmp.replace(target)
@@ -153,16 +154,20 @@ class SQLite(Resource):
             return
         backup.check_artefact()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(f"file:{backup.path}?mode=ro", uri=True)) as src:
-            with closing(sqlite3.connect(str(self.path), timeout=30)) as dst:
-                src.backup(dst)
+        with (
+            closing(sqlite3.connect(f"file:{backup.path}?mode=ro", uri=True)) as src,
+            closing(sqlite3.connect(str(self.path), timeout=30)) as dst,
+        ):
+            src.backup(dst)
 
     def clone(self, scratch: Path) -> SQLite:
         copy = self.clone_empty(scratch)
         if self.path.exists():
-            with closing(sqlite3.connect(str(self.path), timeout=30)) as src:
-                with closing(sqlite3.connect(str(copy.path))) as dst:
-                    src.backup(dst)
+            with (
+                closing(sqlite3.connect(str(self.path), timeout=30)) as src,
+                closing(sqlite3.connect(str(copy.path))) as dst,
+            ):
+                src.backup(dst)
         return copy
 
     def clone_empty(self, scratch: Path) -> SQLite:
@@ -178,7 +183,9 @@ class SQLite(Resource):
     )
 
     @staticmethod
-    def ledger_mark(conn: sqlite3.Connection, run_id: str, step: str, batch: int, items: int) -> None:
+    def ledger_mark(
+        conn: sqlite3.Connection, run_id: str, step: str, batch: int, items: int
+    ) -> None:
         """Record a batch inside the caller's open transaction, beside the change itself."""
         conn.execute(SQLite.LEDGER_DDL)
         conn.execute(
@@ -204,9 +211,7 @@ class SQLite(Resource):
         """Forget a step's batches (inside a rollback's transaction); drop empty ledgers."""
         if not _has_table(conn, f"{LEDGER_PREFIX}ledger"):
             return
-        conn.execute(
-            f"DELETE FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?", (run_id, step)
-        )
+        conn.execute(f"DELETE FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?", (run_id, step))
         drop_empty_ledger_tables(conn)
 
 
@@ -286,9 +291,7 @@ def fingerprint_connection(conn: sqlite3.Connection) -> Fingerprint:
             order = "name"
         h = hashlib.sha256()
         count = 0
-        cur = conn.execute(
-            f"SELECT {_row_expr(cols)} FROM {quote_ident(table)} ORDER BY {order}"
-        )
+        cur = conn.execute(f"SELECT {_row_expr(cols)} FROM {quote_ident(table)} ORDER BY {order}")
         while rows := cur.fetchmany(8192):
             h.update("\n".join(r[0] for r in rows).encode("utf-8", "surrogatepass"))
             h.update(b"\n")

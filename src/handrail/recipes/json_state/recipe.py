@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ...checks import ColumnsExist, FilesUnchanged, Predicate, RowCount, Sample, SchemaSuperset
+from ...checks import ColumnsExist, FilesUnchanged, Predicate, Sample, SchemaSuperset
 from ...context import StepContext
 from ...errors import ResourceError
 from ...hashing import sha256_file
@@ -35,11 +35,20 @@ from ...resources import Directory, JSONFile, SQLite
 from ...runbook import Gate, Runbook
 
 NAME = "json-state"
-SUMMARY = "py-captions JSON state files (settings, executions, queue, progress, heartbeats) into SQLite"
+SUMMARY = (
+    "py-captions JSON state files (settings, executions, queue, progress, heartbeats) into SQLite"
+)
 DB_FILE = "py_captions.db"
 MARKER_FILE = "handrail_migration.json"
-SOURCES = ("settings.json", "executions.json", "state.json", "progress.json",
-           "heartbeat_polling.txt", "heartbeat_manual.txt", ".env")
+SOURCES = (
+    "settings.json",
+    "executions.json",
+    "state.json",
+    "progress.json",
+    "heartbeat_polling.txt",
+    "heartbeat_manual.txt",
+    ".env",
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (
@@ -118,6 +127,18 @@ VERBOSITIES = ("MINIMAL", "NORMAL", "VERBOSE")
 
 
 # -- value conversions --------------------------------------------------------------------
+def kind_of(value: Any) -> str:
+    """'a string', 'a number', 'an object'… for messages about wrong types."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
 def parse_time(value: Any, field: str) -> str:
     """ISO 8601 (with Z, an offset, or naive = UTC) -> 'YYYY-MM-DDTHH:MM:SS.ffffff+00:00'."""
     if not isinstance(value, str) or not value.strip():
@@ -181,8 +202,10 @@ def read_env(path: Path) -> dict[str, tuple[int, str]]:
             s = s[7:].lstrip()
         key, sep, value = s.partition("=")
         if not sep or not key.strip():
-            raise ResourceError(f"{path}:{n}: not a KEY=VALUE line: {line!r}",
-                                hint="fix or remove the line; nothing was changed")
+            raise ResourceError(
+                f"{path}:{n}: not a KEY=VALUE line: {line!r}",
+                hint="fix or remove the line; nothing was changed",
+            )
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
@@ -225,8 +248,11 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
         env_path = at(ctx, ".env")
         for key, (line, value) in read_env(env_path).items():
             if key.lower() not in doc:
-                records.append(SourceRecord(f".env:{line}", key.lower(),
-                                            (infer_env(value), file_time(env_path))))
+                records.append(
+                    SourceRecord(
+                        f".env:{line}", key.lower(), (infer_env(value), file_time(env_path))
+                    )
+                )
         return records
 
     def map_setting(rec: SourceRecord) -> dict[str, Any]:
@@ -238,14 +264,14 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
 
     def read_executions(doc: Any, name: str) -> Iterator[SourceRecord]:
         if not isinstance(doc, dict) or not isinstance(doc.get("executions"), dict):
-            raise ResourceError(f"{name}: expected {{\"executions\": {{job_id: ...}}}}")
+            raise ResourceError(f'{name}: expected {{"executions": {{job_id: ...}}}}')
         for job_id, rec in doc["executions"].items():
             yield SourceRecord(name, job_id, rec)
 
     def map_execution(rec: SourceRecord) -> dict[str, Any]:
         v = rec.value
         if not isinstance(v, dict):
-            raise RecordError(f"record is a {type(v).__name__}, not an object")
+            raise RecordError(f"record is {kind_of(v)}, not an object")
         title = v.get("title")
         if not isinstance(title, str) or not title:
             raise RecordError("missing field 'title'")
@@ -253,7 +279,9 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
         if not isinstance(status, str) or not status:
             raise RecordError("missing field 'status'")
         elapsed = v.get("elapsed_seconds")
-        if elapsed is not None and (isinstance(elapsed, bool) or not isinstance(elapsed, int | float)):
+        if elapsed is not None and (
+            isinstance(elapsed, bool) or not isinstance(elapsed, int | float)
+        ):
             raise RecordError(f"elapsed_seconds is not a number: {elapsed!r}")
         success = v.get("success")
         if success is not None and not isinstance(success, bool):
@@ -284,14 +312,16 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
             for path, opts in queue.items():
                 yield SourceRecord(name, path, (path, opts))
         else:
-            raise ResourceError(f"{name}: the queue is a {type(queue).__name__}, not a list or object")
+            raise ResourceError(
+                f"{name}: the queue is a {type(queue).__name__}, not a list or object"
+            )
 
     def map_queue(rec: SourceRecord) -> dict[str, Any]:
         path, opts = rec.value
         if not isinstance(path, str) or not path:
-            raise RecordError(f"queued path is a {type(path).__name__}, not a string")
+            raise RecordError(f"queued path is {kind_of(path)}, not a string")
         if not isinstance(opts, dict):
-            raise RecordError(f"options are a {type(opts).__name__}, not an object")
+            raise RecordError(f"options are {kind_of(opts)}, not an object")
         skip = opts.get("skip_caption_generation", False)
         if not isinstance(skip, bool):
             raise RecordError(f"skip_caption_generation is not true/false: {skip!r}")
@@ -299,8 +329,14 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
         if verbosity not in VERBOSITIES:
             raise RecordError(f"log_verbosity {verbosity!r} is not one of {VERBOSITIES}")
         stamp = rec.stamp
-        return {"path": path, "skip_caption_generation": int(skip), "log_verbosity": verbosity,
-                "added_at": stamp, "updated_at": stamp, "priority": 0}
+        return {
+            "path": path,
+            "skip_caption_generation": int(skip),
+            "log_verbosity": verbosity,
+            "added_at": stamp,
+            "updated_at": stamp,
+            "priority": 0,
+        }
 
     def read_progress(doc: Any, name: str) -> Iterator[SourceRecord]:
         if not isinstance(doc, dict):
@@ -311,7 +347,7 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
     def map_progress(rec: SourceRecord) -> dict[str, Any]:
         v = rec.value
         if not isinstance(v, dict):
-            raise RecordError(f"record is a {type(v).__name__}, not an object")
+            raise RecordError(f"record is {kind_of(v)}, not an object")
         pct = v.get("percent")
         if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 <= pct <= 100:
             raise RecordError(f"percent is not a number from 0 to 100: {pct!r}")
@@ -320,7 +356,9 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
             raise RecordError("missing field 'process_type'")
         details = v.get("details")
         return {
-            "job_id": rec.key, "process_type": ptype, "percent": float(pct),
+            "job_id": rec.key,
+            "process_type": ptype,
+            "percent": float(pct),
             "message": v.get("message"),
             "progress_metadata": None if details is None else json.dumps(details, sort_keys=True),
             "updated_at": rec.stamp,
@@ -336,29 +374,41 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
         return out
 
     def map_heartbeat(rec: SourceRecord) -> dict[str, Any]:
-        return {"service_name": rec.key, "last_beat": parse_time(rec.value, "heartbeat"),
-                "status": "alive"}
+        return {
+            "service_name": rec.key,
+            "last_beat": parse_time(rec.value, "heartbeat"),
+            "status": "alive",
+        }
 
     def timed(reader: Any, file: str) -> Any:
         """Give each record its source file's mtime (the rows' stable updated_at)."""
+
         def read(doc: Any, name: str) -> Iterator[SourceRecord]:
             stamp = file_time(data_dir / file)
             for rec in reader(doc, name):
                 yield SourceRecord(rec.source, rec.key, rec.value, stamp)
+
         read.__qualname__ = f"timed({reader.__qualname__})"
         return read
 
     schema = CreateSchema(
-        "create schema", db, ddl=SCHEMA,
+        "create schema",
+        db,
+        ddl=SCHEMA,
         blast=BlastRadius(
             changes=f"creates {DB_FILE} with 7 tables and 2 indexes",
             worst_case="a statement fails: the transaction leaves no table behind",
             detection="the schema gate's column checks fail",
         ),
-        gates=[Gate("schema in place", checks=[
-            *(ColumnsExist(db, t, cols) for t, cols in TABLES.items()),
-            SchemaSuperset(db),
-        ])],
+        gates=[
+            Gate(
+                "schema in place",
+                checks=[
+                    *(ColumnsExist(db, t, cols) for t, cols in TABLES.items()),
+                    SchemaSuperset(db),
+                ],
+            )
+        ],
     )
     blast = BlastRadius(
         changes="upserts rows into {t} by key",
@@ -372,18 +422,50 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
             return ImportJSON(step_name, db=db, table=table, blast=b, **kw)
         return ImportRecords(step_name, db=db, table=table, blast=b, **kw)
 
-    settings = imp("import settings", "settings", key="key", read=read_settings,
-                   mapper=map_setting, reads=(data, settings_f))
-    executions = imp("import executions", "executions", key="id", source=executions_f,
-                     reader=timed(read_executions, "executions.json"), mapper=map_execution,
-                     optional=True, batch_size=500)
-    queue = imp("import manual queue", "manual_queue", key="path", source=state_f,
-                reader=timed(read_queue, "state.json"), mapper=map_queue, optional=True)
-    progress = imp("import progress", "progress", key="job_id", source=progress_f,
-                   reader=timed(read_progress, "progress.json"), mapper=map_progress,
-                   optional=True)
-    heartbeats = imp("import heartbeats", "heartbeats", key="service_name",
-                     read=read_heartbeats, mapper=map_heartbeat, reads=(data,))
+    settings = imp(
+        "import settings",
+        "settings",
+        key="key",
+        read=read_settings,
+        mapper=map_setting,
+        reads=(data, settings_f),
+    )
+    executions = imp(
+        "import executions",
+        "executions",
+        key="id",
+        source=executions_f,
+        reader=timed(read_executions, "executions.json"),
+        mapper=map_execution,
+        optional=True,
+        batch_size=500,
+    )
+    queue = imp(
+        "import manual queue",
+        "manual_queue",
+        key="path",
+        source=state_f,
+        reader=timed(read_queue, "state.json"),
+        mapper=map_queue,
+        optional=True,
+    )
+    progress = imp(
+        "import progress",
+        "progress",
+        key="job_id",
+        source=progress_f,
+        reader=timed(read_progress, "progress.json"),
+        mapper=map_progress,
+        optional=True,
+    )
+    heartbeats = imp(
+        "import heartbeats",
+        "heartbeats",
+        key="service_name",
+        read=read_heartbeats,
+        mapper=map_heartbeat,
+        reads=(data,),
+    )
     imports = [settings, executions, queue, progress, heartbeats]
 
     def counts_match(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
@@ -401,39 +483,58 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
 
     check = Checkpoint(
         "check import",
-        gates=[Gate(
-            "import complete",
-            checks=[
-                RejectShare(imports, max_share=max_reject_share),
-                Predicate("every good record is a row", counts_match,
-                          "each table holds at least the records read minus those rejected"),
-                FilesUnchanged(data, list(SOURCES)),
-                Sample(db, "SELECT id, title, status, started_at, success FROM executions",
-                       sample_size, name="executions sample",
-                       instructions="compare a few with executions.json"),
-            ],
-            instructions="Read the rejects; approve if each is a record the app could not "
-                         "use either.",
-        )],
+        gates=[
+            Gate(
+                "import complete",
+                checks=[
+                    RejectShare(imports, max_share=max_reject_share),
+                    Predicate(
+                        "every good record is a row",
+                        counts_match,
+                        "each table holds at least the records read minus those rejected",
+                    ),
+                    FilesUnchanged(data, list(SOURCES)),
+                    Sample(
+                        db,
+                        "SELECT id, title, status, started_at, success FROM executions",
+                        sample_size,
+                        name="executions sample",
+                        instructions="compare a few with executions.json",
+                    ),
+                ],
+                instructions="Read the rejects; approve if each is a record the app could not "
+                "use either.",
+            )
+        ],
     )
 
     def write_marker(old: Any) -> Any:
         root = data_dir
         sources = {name: sha256_file(root / name)[0] for name in SOURCES if (root / name).exists()}
-        return {"format": 1, "database": DB_FILE, "tables": sorted(TABLES),
-                "imported_from": sources,
-                "note": "state lives in the database; the JSON files are kept unchanged"}
+        return {
+            "format": 1,
+            "database": DB_FILE,
+            "tables": sorted(TABLES),
+            "imported_from": sources,
+            "note": "state lives in the database; the JSON files are kept unchanged",
+        }
 
     marker_step = TransformJSON(
-        "write migration marker", marker, write_marker,
-        blast=BlastRadius(changes=f"writes {MARKER_FILE}, which tells the app to read the database",
-                          worst_case="none: written atomically (temp file, fsync, rename)",
-                          detection="the marker is missing or names other digests"),
+        "write migration marker",
+        marker,
+        write_marker,
+        blast=BlastRadius(
+            changes=f"writes {MARKER_FILE}, which tells the app to read the database",
+            worst_case="none: written atomically (temp file, fsync, rename)",
+            detection="the marker is missing or names other digests",
+        ),
     )
     return Runbook(
         NAME,
         steps=[schema, *imports, check, marker_step],
         description=SUMMARY,
-        prerequisites=["stop the app's services so the JSON files are not written meanwhile",
-                       f"free disk space for a copy of {data_dir}"],
+        prerequisites=[
+            "stop the app's services so the JSON files are not written meanwhile",
+            f"free disk space for a copy of {data_dir}",
+        ],
     )
