@@ -21,7 +21,8 @@ from .executor import Executor, Observer, RunOptions, RunResult
 from .journal import Journal
 from .loader import load_runbook
 from .model import BlastRadius, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
-from .ops.json_import import ImportJSON, RecordError, RejectShare, SourceRecord
+from .ops.checkpoint import Checkpoint
+from .ops.json_import import ImportJSON, ImportRecords, RecordError, RejectShare, SourceRecord
 from .ops.json_transform import TransformJSON
 from .ops.sql import SQL, AddColumns, CreateIndex, CreateSchema
 from .resources import Backup, Directory, Fingerprint, JSONFile, Resource, SQLite
@@ -39,6 +40,7 @@ __all__ = [
     "Check",
     "CheckFailed",
     "CheckResult",
+    "Checkpoint",
     "CreateIndex",
     "CreateSchema",
     "Directory",
@@ -47,6 +49,7 @@ __all__ = [
     "Gate",
     "HandrailError",
     "ImportJSON",
+    "ImportRecords",
     "JSONFile",
     "Journal",
     "LeaseHeld",

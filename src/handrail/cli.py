@@ -31,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 STATE_ENV = "HANDRAIL_STATE_DIR"
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+say = Console(highlight=False, soft_wrap=True)
+# Messages are not wrapped: a path or a command split across lines cannot be copied.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(exc: HandrailError) -> NoReturn:
@@ -139,17 +141,17 @@ def finish(result: RunResult, journal: Journal, runbook_path: str) -> NoReturn:
     rel = os.path.relpath(runbook_path)
     state = f" --state-dir {os.path.relpath(journal.state_dir)}"
     if result.status is RunStatus.PAUSED:
-        console.print(
+        say.print(
             f"\n[yellow]Paused[/] at gate [bold]{result.paused_gate}[/] (run {result.run_id})."
         )
-        console.print(f"  approve: handrail approve {result.run_id}{state}")
-        console.print(f"  reject:  handrail reject {result.run_id}{state}")
-        console.print(f"  then:    handrail run {rel}")
+        say.print(f"  approve: handrail approve {result.run_id}{state}")
+        say.print(f"  reject:  handrail reject {result.run_id}{state}")
+        say.print(f"  then:    handrail run {rel}")
     elif result.status is RunStatus.COMPLETED:
-        console.print(f"\n[bold green]Run {result.run_id} completed.[/]")
-        console.print(f"  undo it exactly: handrail rollback {result.run_id}{state}")
+        say.print(f"\n[bold green]Run {result.run_id} completed.[/]")
+        say.print(f"  undo it exactly: handrail rollback {result.run_id}{state}")
     elif result.status is RunStatus.ROLLED_BACK:
-        console.print(f"\n[bold green]Run {result.run_id} rolled back[/] and verified.")
+        say.print(f"\n[bold green]Run {result.run_id} rolled back[/] and verified.")
     else:
         err_console.print(
             f"\n[bold red]Run {result.run_id} {result.status.value}:[/] {redact(result.message)}"
@@ -463,15 +465,30 @@ def reject(run_ref: str, who: str | None, comment: str, state_dir: Path | None) 
 @click.option("--force", is_flag=True, help="Overwrite items that someone changed after the run.")
 @click.option("--take-over", is_flag=True, help="Take over a stale lease of another run.")
 @state_option
-def rollback(
-    run_ref: str, to_step: str | None, force: bool, take_over: bool, state_dir: Path | None
-) -> None:
-    """Undo a run's steps, newest first, verifying each. RUN is an id or a runbook file."""
+def rollback(run_ref: str, to_step: str | None, force: bool, take_over: bool,
+             state_dir: Path | None) -> None:
+    """Undo a run's steps, newest first, verifying each.
+
+    RUN is a run id, or a runbook file: then every run of it that is not yet rolled back
+    is undone, newest first (a second, idempotent run is undone before the first).
+    """
     with errors():
         journal, r = resolve_run(run_ref, state_dir)
+        targets = [r]
+        if run_ref.endswith(".py") or Path(run_ref).is_file():
+            done = (RunStatus.ROLLED_BACK,)
+            targets = [x for x in reversed(journal.runs(r.runbook_key)) if x.status not in done]
+            if not targets:
+                raise PolicyError(f"every run of {run_ref} is already rolled back")
         rb = load_for(r)
-        ex = Executor(rb, journal, runbook_key=r.runbook_key, options=options(take_over=take_over))
-        result = ex.rollback(r.id, to_step=to_step, force=force)
+        ex = Executor(rb, journal, runbook_key=r.runbook_key,
+                      options=options(take_over=take_over))
+        result = None
+        for target in targets:
+            result = ex.rollback(target.id, to_step=to_step, force=force)
+            if result.exit_code != 0:
+                break
+        assert result is not None
         finish(result, journal, r.runbook_key)
 
 

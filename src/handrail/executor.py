@@ -226,6 +226,12 @@ class Executor:
                 )
                 self.journal.set_plan_hash(run_id, self.plan_hash)
             self._event(run_id, "resume", f"resuming run {run_id} ({last.status.value})")
+        elif last is not None and last.status is RunStatus.ROLLING_BACK:
+            raise PolicyError(
+                f"run {last.id} is being rolled back, or its rollback stopped part way",
+                hint=f"finish it with `handrail rollback {last.id}` (--force to overwrite "
+                "conflicting items) before running again",
+            )
         elif last is not None and last.status is RunStatus.REJECTED and not self.options.new_run:
             raise PolicyError(
                 f"run {last.id} was rejected at gate {last.paused_gate}",
@@ -555,7 +561,10 @@ class Executor:
             self.journal.release_lease(lease)
         # The run stays resumable after a partial rollback (--to), fully undone otherwise.
         whole = to_step is None or to_step == names[0]
-        status = RunStatus.ROLLED_BACK if whole else RunStatus.FAILED
+        if conflicts:
+            status = RunStatus.ROLLING_BACK  # unfinished: `rollback --force` completes it
+        else:
+            status = RunStatus.ROLLED_BACK if whole else RunStatus.FAILED
         self.journal.set_run_status(run_id, status)
         message = f"rolled back {'every step' if whole else 'down to ' + repr(to_step)}"
         if conflicts:
@@ -605,13 +614,23 @@ class Executor:
                 hint="someone may have changed it meanwhile; compare with "
                 f"`handrail backups list {run_id}` and restore if needed",
             )
-        self.journal.update_step(
-            run_id,
-            step.name,
-            status=StepStatus.ROLLED_BACK,
-            rollback_seconds=elapsed,
-            finished_at=_now(),
-        )
+        if conflicts:
+            # Keep the step undoable: a forced rollback can still finish it.
+            self.journal.update_step(
+                run_id,
+                step.name,
+                status=StepStatus.FAILED,
+                rollback_seconds=elapsed,
+                error=f"rollback left {len(conflicts)} conflicting item(s) alone",
+            )
+        else:
+            self.journal.update_step(
+                run_id,
+                step.name,
+                status=StepStatus.ROLLED_BACK,
+                rollback_seconds=elapsed,
+                finished_at=_now(),
+            )
         self.journal.forget_gates(run_id, step.name)
         self._event(
             run_id,

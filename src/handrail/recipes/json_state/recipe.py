@@ -214,7 +214,13 @@ def read_env(path: Path) -> dict[str, tuple[int, str]]:
 
 
 # -- the runbook --------------------------------------------------------------------------
-def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: int = 5) -> Runbook:
+def build(
+    data_dir: str | Path,
+    *,
+    max_reject_share: float = 0.01,
+    sample_size: int = 5,
+    batch_size: int = 500,
+) -> Runbook:
     """The migration runbook for one data directory.
 
     ``max_reject_share``: the import gate fails when more than this share of all source
@@ -438,7 +444,7 @@ def build(data_dir: str | Path, *, max_reject_share: float = 0.01, sample_size: 
         reader=timed(read_executions, "executions.json"),
         mapper=map_execution,
         optional=True,
-        batch_size=500,
+        batch_size=batch_size,
     )
     queue = imp(
         "import manual queue",
