@@ -14,7 +14,9 @@ from .runbook import Runbook
 
 def load_runbook(path: str | Path) -> Runbook:
     """Execute the file and return its ``runbook``; every failure names the file (and line)."""
-    p = Path(path)
+    # Resolved, so that paths the runbook builds from __file__ are the same whichever way
+    # the file was named (the plan hash covers them, and approvals are bound to it).
+    p = Path(path).resolve()
     if not p.exists():
         raise RunbookError(f"runbook file not found: {p}")
     if p.is_dir():
