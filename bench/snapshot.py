@@ -266,12 +266,102 @@ def measure(db: Path, repeat: int) -> dict[str, Timings]:
     return results
 
 
-def journal_overhead(db: Path, repeat: int) -> Table | None:
-    """PLACEHOLDER — the journal's overhead is measured by someone else; not written here.
+def journal_overhead(db: Path, repeat: int, *, rows: int = 20_000, batch: int = 200) -> Table:
+    """What the journal costs per batch, in one run on the same rows:
 
-    Returns None until then, and :func:`main` skips it.
+    plain     one transaction per batch of upserts, nothing else (the floor)
+    handrail  the executor's import of the same rows in the same batches: the undo log
+              and ledger row in the target's transaction, plus the journal's own commit
+              per batch (WAL, synchronous=FULL)
+    journal   Journal.batch_done alone, the fsync-bound part
     """
-    return None
+    import tempfile
+
+    from handrail import Executor, ImportRecords, Journal, Runbook, RunOptions, SourceRecord
+
+    data = [(i, f"value {i}", i * 0.5) for i in range(rows)]
+    schema = "CREATE TABLE items (id INTEGER PRIMARY KEY, value TEXT, score REAL)"
+
+    def plain(path: Path) -> float:
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute(schema)
+            t = time.perf_counter()
+            for lo in range(0, rows, batch):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT INTO items VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "value=excluded.value, score=excluded.score",
+                    data[lo : lo + batch],
+                )
+                conn.execute("COMMIT")
+            return time.perf_counter() - t
+
+    def handrail(root: Path) -> float:
+        path = root / "t.db"
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute(schema)
+        target = SQLite("t", path)
+        step = ImportRecords(
+            "import",
+            read=lambda ctx: [
+                SourceRecord("bench", str(i), row) for i, *_ in data for row in [None]
+            ],
+            db=target,
+            table="items",
+            key="id",
+            batch_size=batch,
+            mapper=lambda rec: dict(zip(("id", "value", "score"), data[int(rec.key)], strict=True)),
+        )
+        journal = Journal(root / ".handrail")
+        result = Executor(
+            Runbook("bench", steps=[step]), journal, runbook_key=str(root), options=RunOptions()
+        ).run()
+        assert result.exit_code == 0, result.message
+        seconds = journal.step(result.run_id, "import").apply_seconds or 0.0
+        journal.close()
+        return seconds
+
+    def journal_only(root: Path) -> float:
+        journal = Journal(root / ".handrail-j")
+        run_id = journal.create_run(
+            "k", "bench", "h", {"steps": [{"name": "s", "tier": "reversible"}]}
+        )
+        n = rows // batch
+        journal.add_batches(run_id, "s", [(b, 0, [b]) for b in range(n)])
+        t = time.perf_counter()
+        for b in range(n):
+            journal.batch_done(run_id, "s", b, 1)
+        elapsed = time.perf_counter() - t
+        journal.close()
+        return elapsed
+
+    timings: dict[str, list[float]] = {"plain": [], "handrail": [], "journal": []}
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(dir=DATA_DIR) as tmp:
+            root = Path(tmp)
+            timings["plain"].append(plain(root / "plain.db"))
+            timings["handrail"].append(handrail(root))
+            timings["journal"].append(journal_only(root))
+    batches = rows // batch
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    table = Table(
+        title=f"Journal overhead: {rows:,} rows in {batches} batches of {batch} "
+        f"(median of {repeat})"
+    )
+    for col in ("contender", "median s", "ms per batch", "x plain"):
+        table.add_column(col, justify="right" if col != "contender" else "left")
+    for name in ("plain", "handrail", "journal"):
+        table.add_row(
+            name,
+            f"{med[name]:.3f}",
+            f"{1000 * med[name] / batches:.2f}",
+            f"{med[name] / med['plain']:.2f}",
+        )
+    table.caption = (
+        f"overhead per batch: {1000 * (med['handrail'] - med['plain']) / batches:.2f} ms "
+        "(undo log + ledger + journal commit)"
+    )
+    return table
 
 
 # -- profile -------------------------------------------------------------------------------
@@ -366,9 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(describe(db))
     results = measure(db, args.repeat)
     console.print(report(db, results, args.repeat))
-    journal = journal_overhead(db, args.repeat)
-    if journal is not None:
-        console.print(journal)
+    console.print(journal_overhead(db, max(args.repeat, 3)))
     if args.profile:
         console.print(profile_snapshot(db, top=15))
     return 0

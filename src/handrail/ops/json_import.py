@@ -142,8 +142,8 @@ class ImportRecords(SQLiteStep):
         raise NotImplementedError  # batched: see apply_batch
 
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
-        wanted = set(items)
-        records = [r for r in self._records_cached(ctx) if r.key in wanted]
+        by_key = self._records_cached(ctx)
+        records = [r for key in dict.fromkeys(items) for r in by_key.get(key, ())]
         rows = self._map(ctx, records)
         with ctx.use(self.db).connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -165,11 +165,14 @@ class ImportRecords(SQLiteStep):
                 raise
         return counts.changed
 
-    def _records_cached(self, ctx: StepContext) -> list[SourceRecord]:
+    def _records_cached(self, ctx: StepContext) -> dict[str, list[SourceRecord]]:
         # Read the source once per step execution, not once per batch.
-        cache: dict[str, list[SourceRecord]] = ctx.__dict__.setdefault("_imports", {})
+        cache: dict[str, dict[str, list[SourceRecord]]] = ctx.__dict__.setdefault("_imports", {})
         if self.name not in cache:
-            cache[self.name] = self._records(ctx)
+            by_key: dict[str, list[SourceRecord]] = {}
+            for rec in self._records(ctx):
+                by_key.setdefault(rec.key, []).append(rec)
+            cache[self.name] = by_key
         return cache[self.name]
 
     def rollback(self, ctx: StepContext) -> None:

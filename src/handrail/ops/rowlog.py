@@ -74,10 +74,21 @@ def _fetch(
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     if not keys:
         return out
-    per = max(1, 900 // len(key_cols))
-    cond = " AND ".join(f"{quote_ident(c)}=?" for c in key_cols)
     cur = conn.cursor()
     cur.row_factory = sqlite3.Row
+    if len(key_cols) == 1:
+        col = quote_ident(key_cols[0])
+        for lo in range(0, len(keys), 900):
+            chunk = [k[0] for k in keys[lo : lo + 900]]
+            marks = ",".join("?" * len(chunk))
+            for row in cur.execute(
+                f"SELECT * FROM {quote_ident(table)} WHERE {col} IN ({marks})", chunk
+            ):
+                d = dict(row)
+                out[(d[key_cols[0]],)] = d
+        return out
+    per = max(1, 900 // len(key_cols))
+    cond = " AND ".join(f"{quote_ident(c)}=?" for c in key_cols)
     for lo in range(0, len(keys), per):
         chunk = keys[lo : lo + per]
         where = " OR ".join(f"({cond})" for _ in chunk)
@@ -127,40 +138,63 @@ def upsert(
     _remember_sequence(conn, table, (run_id, step, batch))
     keys = [tuple(r[c] for c in key_cols) for r in rows]
     existing = _fetch(conn, table, key_cols, keys)
-    undo: list[tuple[Any, ...]] = []
-    inserted_keys: list[tuple[Any, ...]] = []
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    changed: dict[tuple[Any, ...], dict[str, Any] | None] = {}  # key -> row before
     for key, row in zip(keys, rows, strict=True):
         old = existing.get(key)
-        kj = key_json(key_cols, key)
         if old is None:
-            cols = list(row)
-            conn.execute(
-                f"INSERT INTO {quote_ident(table)} ({', '.join(quote_ident(c) for c in cols)}) "
-                f"VALUES ({', '.join('?' for _ in cols)})",
-                [row[c] for c in cols],
-            )
-            inserted_keys.append(key)
-            undo.append((run_id, step, batch, table, kj, None))
-            counts.inserted += 1
+            if key not in changed:
+                inserts.append(row)
+                changed[key] = None
             continue
         if all(old.get(c) == v and type(old.get(c)) is type(v) for c, v in row.items()):
             counts.unchanged += 1
             continue
-        sets = [c for c in row if c not in key_cols]
-        conn.execute(
-            f"UPDATE {quote_ident(table)} SET {', '.join(f'{quote_ident(c)}=?' for c in sets)} "
-            f"WHERE {' AND '.join(f'{quote_ident(c)}=?' for c in key_cols)}",
-            [row[c] for c in sets] + list(key),
+        updates.append(row)
+        changed.setdefault(key, old)
+    counts.inserted, counts.updated = len(inserts), len(updates)
+    qt = quote_ident(table)
+    for group in _by_columns(inserts):
+        cols = list(group[0])
+        conn.executemany(
+            f"INSERT INTO {qt} ({', '.join(quote_ident(c) for c in cols)}) "
+            f"VALUES ({', '.join('?' for _ in cols)})",
+            [[r[c] for c in cols] for r in group],
         )
-        undo.append((run_id, step, batch, table, kj, row_json(old)))
-        counts.updated += 1
+    where = " AND ".join(f"{quote_ident(c)}=?" for c in key_cols)
+    for group in _by_columns(updates):
+        sets = [c for c in group[0] if c not in key_cols]
+        conn.executemany(
+            f"UPDATE {qt} SET {', '.join(f'{quote_ident(c)}=?' for c in sets)} WHERE {where}",
+            [[r[c] for c in sets] + [r[c] for c in key_cols] for r in group],
+        )
     # What the run wrote, as the database stores it (defaults and affinity applied).
-    after = _fetch(conn, table, key_cols, [json_key(u[4])[1] for u in undo])
+    after = _fetch(conn, table, key_cols, list(changed))
     conn.executemany(
         f"INSERT INTO {UNDO} (run_id, step, batch, tbl, key, before, after) VALUES (?,?,?,?,?,?,?)",
-        [(*u, row_json(after.get(json_key(u[4])[1]))) for u in undo],
+        [
+            (
+                run_id,
+                step,
+                batch,
+                table,
+                key_json(key_cols, key),
+                row_json(before),
+                row_json(after.get(key)),
+            )
+            for key, before in changed.items()
+        ],
     )
     return counts
+
+
+def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by their column set, so each group is one executemany."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r), []).append(r)
+    return list(groups.values())
 
 
 def key_json(key_cols: Sequence[str], key: Sequence[Any]) -> str:

@@ -94,6 +94,9 @@ class JSONFile(Resource):
             atomic_copy(self.path, copy.path)
         return copy
 
+    def restored_matches(self, copy: Resource, backup: Backup) -> bool:
+        return isinstance(copy, JSONFile) and sha256_file(copy.path)[0] == backup.sha256
+
     def clone_empty(self, scratch: Path) -> JSONFile:
         scratch.mkdir(parents=True, exist_ok=True)
         return JSONFile(self.name, scratch / self.path.name, create=True)
