@@ -623,5 +623,14 @@ def fingerprint(path: Path, kind: str, parts: bool, as_json: bool) -> None:
                 click.echo(f"  {fp.parts[name][:16]}  {name}")
 
 
+def _register_extensions() -> None:
+    """Commands that live in their own modules register themselves on ``main``."""
+    from . import cli_reports
+
+    cli_reports.register(main)
+
+
+_register_extensions()
+
 if __name__ == "__main__":  # pragma: no cover
     main()
