@@ -50,8 +50,10 @@ def test_readme_example_runbook_runs(tmp_path: Path) -> None:
     (tmp_path / "add_status.py").write_text(code)
     conn = sqlite3.connect(tmp_path / "app.db")
     conn.execute("CREATE TABLE documents (id INTEGER PRIMARY KEY, title TEXT, updated TEXT)")
-    conn.executemany("INSERT INTO documents VALUES (?,?,?)",
-                     [(i, f"doc {i}", f"202{i % 6}-06-01") for i in range(100)])
+    conn.executemany(
+        "INSERT INTO documents VALUES (?,?,?)",
+        [(i, f"doc {i}", f"202{i % 6}-06-01") for i in range(100)],
+    )
     conn.commit()
     conn.close()
     before = cli("fingerprint", tmp_path / "app.db").output

@@ -21,6 +21,7 @@ from .executor import Executor, Observer, RunOptions, RunResult
 from .journal import Journal
 from .loader import load_runbook
 from .model import BlastRadius, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
+from .ops.backfill import Backfill
 from .ops.checkpoint import Checkpoint
 from .ops.json_import import ImportJSON, ImportRecords, RecordError, RejectShare, SourceRecord
 from .ops.json_transform import TransformJSON
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SQL",
     "AddColumns",
+    "Backfill",
     "Backup",
     "BackupError",
     "BadInput",

@@ -233,6 +233,43 @@ def distribution_result(
     )
 
 
+class PlanDistribution(Check):
+    """On the dry run (a gate at="plan"): the shares of the values a step would write to
+    ``column`` are within ``tolerance_pp`` percentage points of the expected shares.
+
+    ``among`` restricts the denominator to some values (e.g. shares of "assigned" and
+    "tied" among documents that have concepts), ``extra`` adds counts the plan does not
+    write (rows the step leaves alone but that belong in the denominator).
+    """
+
+    def __init__(
+        self,
+        column: str,
+        expected: Mapping[str, float],
+        *,
+        tolerance_pp: float = 5.0,
+        among: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name or f"dry-run distribution of {column}")
+        self.column, self.expected, self.tolerance = column, dict(expected), tolerance_pp
+        self.among = list(among) if among is not None else None
+
+    def describe(self) -> str:
+        exp = ", ".join(f"{k} {v:.1f}%" for k, v in self.expected.items())
+        scope = f" among {', '.join(self.among)}" if self.among else ""
+        return f"dry run: {self.column} shares{scope} within {self.tolerance:g} pp of {exp}"
+
+    def evaluate(self, ctx: StepContext, baseline: Any) -> CheckResult:
+        if ctx.plan is None:
+            return self.result(False, {}, "no dry run to check")
+        values = ctx.plan.details.get("values", {}).get(self.column, {})
+        counts = {str(k): int(v) for k, v in values.items()}
+        if self.among is not None:
+            counts = {k: v for k, v in counts.items() if k in self.among}
+        return distribution_result(self, counts, self.expected, self.tolerance)
+
+
 class RecordsPreserved(Check):
     """The rows a query returns are byte-for-byte the same as before the run."""
 
@@ -383,6 +420,7 @@ __all__ = [
     "Distribution",
     "FilesUnchanged",
     "IndexExists",
+    "PlanDistribution",
     "Predicate",
     "RecordsPreserved",
     "RowCount",

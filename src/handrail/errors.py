@@ -69,3 +69,7 @@ class BackupError(HandrailError):
 
 class RollbackConflict(HandrailError):
     """Rollback found rows that someone else changed after the run; they were left alone."""
+
+    def __init__(self, message: str, *, hint: str | None = None, items: list[str] | None = None):
+        super().__init__(message, hint=hint)
+        self.items = list(items or [])

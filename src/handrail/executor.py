@@ -587,7 +587,7 @@ class Executor:
         try:
             step.rollback(ctx)
         except RollbackConflict as exc:
-            conflicts = list(getattr(exc, "items", [])) or [str(exc)]
+            conflicts = exc.items or [str(exc)]
             self._event(run_id, "rollback-conflict", str(exc), step=step.name)
         except (HandrailError, KeyboardInterrupt):
             raise

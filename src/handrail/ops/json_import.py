@@ -194,13 +194,12 @@ class ImportRecords(SQLiteStep):
                 conn.execute("ROLLBACK")
                 raise
         if report.conflicts:
-            err = RollbackConflict(
+            raise RollbackConflict(
                 f"{len(report.conflicts)} row(s) in {self.table} were changed after this run "
                 "wrote them and were left alone: " + "; ".join(report.conflicts[:5]),
                 hint="inspect them; `handrail rollback RUN --force` overwrites them",
+                items=report.conflicts,
             )
-            err.items = report.conflicts  # type: ignore[attr-defined]
-            raise err
 
     def verify(self, ctx: StepContext) -> list[CheckResult]:
         """Every mapped row is in the table with exactly the imported values."""

@@ -1,0 +1,255 @@
+"""Backfill: compute new values for a table's rows in Python, write them in key-ordered
+batches, and keep an undo log so rollback restores exactly those rows.
+
+The undo log is a table inside the target database, one per step, whose columns have no
+declared type: a value keeps the exact type it was bound with. For each changed row it
+holds the key, the prior values of the written columns (read from the table itself, so
+writing them back is exact) and the values the step wrote. Rollback runs in SQL:
+
+- a row whose written columns still hold what the step wrote (compared with ``IS``, so the
+  column's affinity applies exactly as it did on write) gets its prior values back;
+- any other row was changed by someone after the step wrote it: a conflict, reported and
+  left alone unless forced.
+
+Each batch's change, its undo rows and its ledger row commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..context import StepContext
+from ..errors import RollbackConflict, RunbookError
+from ..model import Plan
+from ..resources.sqlite import LEDGER_PREFIX, SQLite, drop_empty_ledger_tables, quote_ident
+from ..runbook import describe_callable
+from .sql import SQLiteStep
+
+Compute = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+class Backfill(SQLiteStep):
+    """Set ``columns`` of the rows of ``table`` selected by ``where`` to what ``compute``
+    returns.
+
+    ``compute(row)`` gets the row (the ``read`` columns, default all) as a dict and returns
+    the new values of some of ``columns`` (or None: leave the row alone). It may read other
+    state (files, other tables) but must not write. The key is one column (the primary key
+    or a unique column); the work list is frozen in key order when the step starts.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        db: SQLite,
+        *,
+        table: str,
+        key: str,
+        columns: Sequence[str],
+        compute: Compute,
+        where: str | None = None,
+        where_params: Sequence[Any] = (),
+        read: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> None:
+        if not columns:
+            raise RunbookError(f"backfill {name!r}: name the columns it writes")
+        if key in columns:
+            raise RunbookError(f"backfill {name!r}: it cannot write its key column {key!r}")
+        self.table, self.key, self.columns = table, key, list(columns)
+        self.compute, self.where, self.where_params = compute, where, tuple(where_params)
+        self.read = list(read) if read is not None else None
+        kw.setdefault("batch_size", 1000)
+        super().__init__(name, db, **kw)
+        digest = hashlib.sha256(f"{name}\0{table}".encode()).hexdigest()[:10]
+        self.undo_table = f"{LEDGER_PREFIX}bf_{digest}"
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "db": self.db.name,
+            "table": self.table,
+            "key": self.key,
+            "columns": self.columns,
+            "where": self.where,
+            "where_params": list(self.where_params),
+            "read": self.read,
+            "compute": describe_callable(self.compute),
+        }
+
+    # -- reading ------------------------------------------------------------------------
+    def _select(self) -> str:
+        if self.read is None:
+            return "*"
+        cols = dict.fromkeys([self.key, *self.read, *self.columns])
+        return ", ".join(quote_ident(c) for c in cols)
+
+    def _where(self) -> str:
+        return f"WHERE {self.where}" if self.where else ""
+
+    def _changes(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        new = self.compute(dict(row))
+        if not new:
+            return None
+        unknown = set(new) - set(self.columns)
+        if unknown:
+            raise RunbookError(
+                f"backfill {self.name!r}: compute returned columns it does not declare: "
+                f"{sorted(unknown)} (declared: {self.columns})"
+            )
+        changed = {
+            c: v for c, v in new.items() if row.get(c) != v or type(row.get(c)) is not type(v)
+        }
+        return changed or None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def plan(self, ctx: StepContext) -> Plan:
+        db = ctx.use(self.db)
+        rows = 0
+        changes = 0
+        values: dict[str, Counter[Any]] = {c: Counter() for c in self.columns}
+        samples: list[dict[str, Any]] = []
+        with db.connect() as conn:
+            conn.row_factory = sqlite3.Row
+            cur = conn.execute(
+                f"SELECT {self._select()} FROM {quote_ident(self.table)} {self._where()} "
+                f"ORDER BY {quote_ident(self.key)}",
+                self.where_params,
+            )
+            for r in cur:
+                rows += 1
+                row = dict(r)
+                new = self._changes(row)
+                if new is None:
+                    continue
+                changes += 1
+                for c, v in new.items():
+                    values[c][v] += 1
+                if len(samples) < 10:
+                    samples.append({self.key: row[self.key], **new})
+        return Plan(
+            summary=f"set {', '.join(self.columns)} on {changes} of {rows} row(s) of {self.table}",
+            items=rows,
+            counts={"rows": rows, "change": changes, "unchanged": rows - changes},
+            samples=samples,
+            details={"values": {c: dict(v.most_common(50)) for c, v in values.items()}},
+        )
+
+    def items(self, ctx: StepContext) -> list[Any] | None:
+        with ctx.use(self.db).connect() as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT {quote_ident(self.key)} FROM {quote_ident(self.table)} "
+                    f"{self._where()} ORDER BY {quote_ident(self.key)}",
+                    self.where_params,
+                )
+            ]
+
+    def _undo_ddl(self) -> str:
+        cols = ", ".join(
+            [f"b_{i}" for i in range(len(self.columns))]
+            + [f"a_{i}" for i in range(len(self.columns))]
+        )
+        # No declared types: each value keeps exactly the type it was bound with.
+        return f"CREATE TABLE IF NOT EXISTS {self.undo_table} (run_id, step, batch, pk, {cols})"
+
+    def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
+        db = ctx.use(self.db)
+        key = quote_ident(self.key)
+        undo_rows: list[tuple[Any, ...]] = []
+        updates: list[list[Any]] = []
+        with db.connect() as conn:
+            conn.row_factory = sqlite3.Row
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(self._undo_ddl())
+                for lo in range(0, len(items), 900):
+                    chunk = items[lo : lo + 900]
+                    cur = conn.execute(
+                        f"SELECT {self._select()} FROM {quote_ident(self.table)} "
+                        f"WHERE {key} IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                    for r in cur:
+                        row = dict(r)
+                        new = self._changes(row)
+                        if new is None:
+                            continue
+                        after = [new.get(c, row[c]) for c in self.columns]
+                        before = [row[c] for c in self.columns]
+                        undo_rows.append(
+                            (ctx.run_id, self.name, batch, row[self.key], *before, *after)
+                        )
+                        updates.append([*after, row[self.key]])
+                n = len(self.columns)
+                marks = ",".join("?" * (4 + 2 * n))
+                conn.executemany(f"INSERT INTO {self.undo_table} VALUES ({marks})", undo_rows)
+                sets = ", ".join(f"{quote_ident(c)}=?" for c in self.columns)
+                conn.executemany(
+                    f"UPDATE {quote_ident(self.table)} SET {sets} WHERE {key}=?", updates
+                )
+                SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(updates))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(updates)
+
+    def rollback(self, ctx: StepContext) -> None:
+        db = ctx.use(self.db)
+        if not db.exists():
+            return
+        force = bool(ctx.state.get("_force"))
+        t, u, key = quote_ident(self.table), self.undo_table, quote_ident(self.key)
+        same = " AND ".join(f"t.{quote_ident(c)} IS u.a_{i}" for i, c in enumerate(self.columns))
+        with db.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (u,)).fetchone():
+                    SQLite.ledger_clear(conn, ctx.run_id, self.name)
+                    conn.execute("COMMIT")
+                    return
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {u}_by_step ON {u}(run_id, step, pk)")
+                conflicts = [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk "
+                        f"WHERE u.run_id=? AND u.step=? AND (t.{key} IS NULL OR NOT ({same}))",
+                        (ctx.run_id, self.name),
+                    )
+                ]
+                sets = ", ".join(f"{quote_ident(c)} = u.b_{i}" for i, c in enumerate(self.columns))
+                guard = "" if force else f" AND {same}"
+                conn.execute(
+                    f"UPDATE {t} AS t SET {sets} FROM {u} AS u WHERE t.{key} = u.pk "
+                    f"AND u.run_id=? AND u.step=?{guard}",
+                    (ctx.run_id, self.name),
+                )
+                if conflicts and not force:
+                    conn.execute(
+                        f"DELETE FROM {u} WHERE run_id=? AND step=? AND pk NOT IN "
+                        f"(SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk "
+                        f"WHERE u.run_id=? AND u.step=? AND (t.{key} IS NULL OR NOT ({same})))",
+                        (ctx.run_id, self.name, ctx.run_id, self.name),
+                    )
+                else:
+                    conn.execute(
+                        f"DELETE FROM {u} WHERE run_id=? AND step=?", (ctx.run_id, self.name)
+                    )
+                    SQLite.ledger_clear(conn, ctx.run_id, self.name)
+                drop_empty_ledger_tables(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        if conflicts and not force:
+            raise RollbackConflict(
+                f"{len(conflicts)} row(s) of {self.table} were changed after this run wrote "
+                f"them and were left alone: {self.key} in {conflicts[:5]}",
+                hint="inspect them; `handrail rollback RUN --force` overwrites them",
+                items=[f"{self.table} {self.key}={k!r}" for k in conflicts],
+            )
