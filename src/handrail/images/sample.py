@@ -172,11 +172,12 @@ def _variant(kind: str, src: Path, upright: Image.Image, rng: np.random.Generato
         size = (max(16, round(w * scale)), max(16, round(h * scale)))
         return upright.resize(size, Image.Resampling.LANCZOS)
     if kind == "cropped":
-        # 1-3% off each side: a trimmed border, not a different framing.
-        dx, dy = round(w * rng.uniform(0.01, 0.03)), round(h * rng.uniform(0.01, 0.03))
+        # 1-2% off each side: a trimmed border, not a new framing (3% reached distance 9).
+        dx, dy = round(w * rng.uniform(0.01, 0.02)), round(h * rng.uniform(0.01, 0.02))
         return upright.crop((dx, dy, w - dx, h - dy))
     if kind == "rotated":
-        angle = float(rng.uniform(1.0, 2.5)) * (1 if rng.random() < 0.5 else -1)
+        # A scan or photo set slightly askew; 2.5 degrees already reached distance 8.
+        angle = float(rng.uniform(0.5, 1.5)) * (1 if rng.random() < 0.5 else -1)
         fill = tuple(int(v) for v in np.asarray(upright).reshape(-1, 3).mean(axis=0))
         return upright.rotate(angle, Image.Resampling.BICUBIC, fillcolor=fill)
     raise ValueError(f"unknown copy kind {kind!r}")
