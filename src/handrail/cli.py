@@ -160,6 +160,8 @@ def finish(result: RunResult, journal: Journal, runbook_path: str) -> NoReturn:
         err_console.print(f"  or undo:             handrail rollback {result.run_id}{state}")
     for c in result.conflicts[:20]:
         err_console.print(f"  [red]left alone:[/] {c}")
+    for w in result.warnings[:20]:
+        err_console.print(f"  [yellow]note:[/] {w}")
     sys.exit(result.exit_code)
 
 
@@ -465,8 +467,9 @@ def reject(run_ref: str, who: str | None, comment: str, state_dir: Path | None) 
 @click.option("--force", is_flag=True, help="Overwrite items that someone changed after the run.")
 @click.option("--take-over", is_flag=True, help="Take over a stale lease of another run.")
 @state_option
-def rollback(run_ref: str, to_step: str | None, force: bool, take_over: bool,
-             state_dir: Path | None) -> None:
+def rollback(
+    run_ref: str, to_step: str | None, force: bool, take_over: bool, state_dir: Path | None
+) -> None:
     """Undo a run's steps, newest first, verifying each.
 
     RUN is a run id, or a runbook file: then every run of it that is not yet rolled back
@@ -481,8 +484,7 @@ def rollback(run_ref: str, to_step: str | None, force: bool, take_over: bool,
             if not targets:
                 raise PolicyError(f"every run of {run_ref} is already rolled back")
         rb = load_for(r)
-        ex = Executor(rb, journal, runbook_key=r.runbook_key,
-                      options=options(take_over=take_over))
+        ex = Executor(rb, journal, runbook_key=r.runbook_key, options=options(take_over=take_over))
         result = None
         for target in targets:
             result = ex.rollback(target.id, to_step=to_step, force=force)

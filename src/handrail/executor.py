@@ -75,6 +75,7 @@ class RunResult:
     message: str = ""
     paused_gate: str | None = None
     conflicts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -132,6 +133,7 @@ class Executor:
         self.mode = mode
         self.plan_hash = runbook.plan_hash()
         self.obs = self.options.observer
+        self.warnings: list[str] = []
 
     # -- helpers ------------------------------------------------------------------------
     def resource(self, r: Resource) -> Resource:
@@ -377,7 +379,7 @@ class Executor:
     def _apply(self, run_id: str, step: Step, ctx: StepContext) -> None:
         row = self.journal.step(run_id, step.name)
         if row.pre_fingerprints is None:
-            pre = {r.name: self.resource(r).fingerprint().digest for r in step.writes}
+            pre = {r.name: self.resource(r).fingerprint().to_json() for r in step.writes}
             self.journal.update_step(
                 run_id,
                 step.name,
@@ -570,7 +572,7 @@ class Executor:
         if conflicts:
             message += f"; {len(conflicts)} item(s) changed by someone else were left alone"
         self._event(run_id, "rolled-back", message, conflicts=conflicts[:100])
-        return RunResult(run_id, status, message, conflicts=conflicts)
+        return RunResult(run_id, status, message, conflicts=conflicts, warnings=self.warnings)
 
     def _rollback_step(self, run_id: str, step: Step, *, force: bool) -> list[str]:
         row = self.journal.step(run_id, step.name)
@@ -594,26 +596,28 @@ class Executor:
         except Exception as exc:
             raise StepFailed(f"rollback of step {step.name!r} failed: {exc!r}") from exc
         elapsed = time.monotonic() - started
+        # Verify against the fingerprints taken just before the step first ran. A
+        # difference the step's own undo did not report means someone else changed the
+        # resource meanwhile (their work is kept): reported, not undone.
         pre = row.pre_fingerprints or {}
-        diffs = []
+        diffs: list[str] = []
         for r in step.writes:
             if r.name in pre:
-                now = self.resource(r).fingerprint().digest
-                if now != pre[r.name]:
-                    diffs.append(r.name)
-        if diffs and not conflicts:
-            self.journal.update_step(
+                before = Fingerprint.from_json(pre[r.name])
+                now = self.resource(r).fingerprint()
+                diffs += [f"{r.name}: {d}" for d in before.diff(now)]
+        if diffs:
+            self._event(
                 run_id,
-                step.name,
-                status=StepStatus.FAILED,
-                error=f"rollback left {diffs} different from before the step",
+                "rollback-drift",
+                f"step {step.name}: rolled back what it changed, but {'; '.join(diffs[:5])} "
+                "differs from before the step (changed by someone else since?)",
+                step=step.name,
+                parts=diffs,
             )
-            raise StepFailed(
-                f"rollback of step {step.name!r} did not restore {', '.join(diffs)} to its "
-                "state before the step",
-                hint="someone may have changed it meanwhile; compare with "
-                f"`handrail backups list {run_id}` and restore if needed",
-            )
+            self.warnings += [
+                f"{d} since step {step.name!r} ran; kept (not this run's change)" for d in diffs
+            ]
         if conflicts:
             # Keep the step undoable: a forced rollback can still finish it.
             self.journal.update_step(

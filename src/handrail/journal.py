@@ -163,7 +163,7 @@ class StepRow:
     items_done: int
     apply_seconds: float | None
     rollback_seconds: float | None
-    pre_fingerprints: dict[str, str] | None
+    pre_fingerprints: dict[str, Any] | None
     error: str | None
 
 

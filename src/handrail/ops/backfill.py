@@ -187,10 +187,20 @@ class Backfill(SQLiteStep):
                         updates.append([*after, row[self.key]])
                 n = len(self.columns)
                 marks = ",".join("?" * (4 + 2 * n))
+                first = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {self.undo_table}")
+                since = first.fetchone()[0]
                 conn.executemany(f"INSERT INTO {self.undo_table} VALUES ({marks})", undo_rows)
                 sets = ", ".join(f"{quote_ident(c)}=?" for c in self.columns)
                 conn.executemany(
                     f"UPDATE {quote_ident(self.table)} SET {sets} WHERE {key}=?", updates
+                )
+                # Record what the table now holds (its column affinity applied), so the
+                # rollback's conflict test compares like with like.
+                got = ", ".join(f"a_{i} = t.{quote_ident(c)}" for i, c in enumerate(self.columns))
+                conn.execute(
+                    f"UPDATE {self.undo_table} AS u SET {got} FROM {quote_ident(self.table)} AS t "
+                    f"WHERE u.rowid > ? AND t.{key} = u.pk",
+                    (since,),
                 )
                 SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(updates))
                 conn.execute("COMMIT")
