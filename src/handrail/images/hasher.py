@@ -279,6 +279,11 @@ def hash_files(
                 finished(_hash_chunk(chunk, mode, max_pixels))
         else:
             context = multiprocessing.get_context(start_method)
+            if start_method == "forkserver":
+                # Workers fork from a server that has already imported Pillow and NumPy: a pool
+                # then starts in ~0.1 s instead of ~0.45 s. This sets the process-wide preload
+                # list, which only matters before the server's first start.
+                context.set_forkserver_preload([__name__.rpartition(".")[0] + ".dhash"])
             _run_pool(todo, size, n_workers, context, (mode, max_pixels), finished)
     finally:
         if store is not None and store is not cache:
