@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections.abc import Callable
@@ -237,3 +238,19 @@ def test_pillow_bomb_warning_counts_as_oversized(
 def test_unknown_mode_is_a_programming_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown dhash mode"):
         dhash_file(tmp_path / "x.jpg", mode="slow")  # type: ignore[arg-type]
+
+
+def test_an_io_error_is_unreadable_and_does_not_escape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "flaky.png"
+    Image.new("RGB", (20, 20)).save(path)
+
+    def failing_open(*args: object, **kwargs: object) -> Image.Image:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Image, "open", failing_open)
+    got = dhash_file(path)
+    assert isinstance(got, HashError)
+    assert got.reason == Reason.UNREADABLE
+    assert "Input/output error" in got.detail

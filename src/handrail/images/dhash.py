@@ -163,7 +163,7 @@ def _fast(image: Image.Image) -> Image.Image:
     box: tuple[float, float, float, float] | None = None
     if image.format == "JPEG":
         # Decode at 1/2, 1/4 or 1/8 scale (the DCT does the averaging) and only the luma
-        # plane; Pillow picks the largest reduction that still leaves both sides >= min_side.
+        # plane; Pillow picks the largest reduction leaving both sides >= FAST_DRAFT_SIDE.
         drafted = image.draft("L", (FAST_DRAFT_SIDE, FAST_DRAFT_SIDE))
         if drafted is not None:
             # The exact area of the original in the scaled image (its last pixel is partial).
@@ -213,6 +213,9 @@ def _classify(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, IsADirectoryError):
         return Reason.NOT_A_FILE, detail
     if isinstance(exc, PermissionError):
+        return Reason.UNREADABLE, detail
+    if isinstance(exc, OSError) and exc.errno is not None:
+        # An I/O error from the OS (EIO, ESTALE...); Pillow's own decoder errors carry no errno.
         return Reason.UNREADABLE, detail
     if isinstance(exc, MemoryError):
         return Reason.OVERSIZED, detail
