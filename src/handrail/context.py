@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,6 +51,31 @@ class StepContext:
         self.plan = plan
         self.stage: int | None = None
         self.rejects: list[Reject] = []
+        self._connections: dict[str, sqlite3.Connection] = {}
+
+    @contextmanager
+    def connection(self, db: Resource) -> Iterator[sqlite3.Connection]:
+        """A SQLite connection kept open across batches of this step execution.
+
+        Opening and closing one per batch costs a WAL checkpoint each time the last
+        connection closes; the executor closes these when the step's work is done.
+        """
+        from .resources.sqlite import SQLite, connect
+
+        bound = self.use(db)
+        assert isinstance(bound, SQLite)
+        key = str(bound.path)
+        conn = self._connections.get(key)
+        if conn is None:
+            bound.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connections[key] = connect(bound.path)
+        yield conn
+
+    def close(self) -> None:
+        """Close the connections :meth:`connection` opened."""
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()
 
     def use(self, resource: R) -> R:
         """The resource to act on: the real one, or its clone in a rehearsal."""

@@ -343,7 +343,10 @@ class Executor:
         for gate in step.gates_at("plan"):
             self._gate(run_id, step, gate, ctx)
         if row.status in (StepStatus.PENDING, StepStatus.APPLYING, StepStatus.FAILED):
-            self._apply(run_id, step, ctx)
+            try:
+                self._apply(run_id, step, ctx)
+            finally:
+                ctx.close()
             row = self.journal.step(run_id, step.name)
         if row.status is StepStatus.APPLIED:
             results = self._guard(step, "verify", lambda: step.verify(ctx))

@@ -32,6 +32,35 @@ from .sql import SQLiteStep
 Compute = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
+def affinity_of(declared: str) -> str:
+    """SQLite's column affinity for a declared type (the rules of datatype3.html 3.1)."""
+    t = declared.upper()
+    if "INT" in t:
+        return "INTEGER"
+    if "CHAR" in t or "CLOB" in t or "TEXT" in t:
+        return "TEXT"
+    if "BLOB" in t or not t:
+        return "BLOB"
+    if "REAL" in t or "FLOA" in t or "DOUB" in t:
+        return "REAL"
+    return "NUMERIC"
+
+
+def stored_as_bound(affinity: str, value: Any) -> bool:
+    """Whether SQLite stores ``value`` unchanged in a column of this affinity."""
+    if value is None or isinstance(value, bytes) or affinity == "BLOB":
+        return True
+    if isinstance(value, str):
+        return affinity == "TEXT"
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return affinity in ("INTEGER", "NUMERIC")
+    if isinstance(value, float):
+        return affinity == "REAL"
+    return False
+
+
 class Backfill(SQLiteStep):
     """Set ``columns`` of the rows of ``table`` selected by ``where`` to what ``compute``
     returns.
@@ -67,6 +96,7 @@ class Backfill(SQLiteStep):
         super().__init__(name, db, **kw)
         digest = hashlib.sha256(f"{name}\0{table}".encode()).hexdigest()[:10]
         self.undo_table = f"{LEDGER_PREFIX}bf_{digest}"
+        self._declared = frozenset(self.columns)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -91,14 +121,14 @@ class Backfill(SQLiteStep):
         return f"WHERE {self.where}" if self.where else ""
 
     def _changes(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        new = self.compute(dict(row))
+        """The values ``compute`` wants that differ from the row's (None: nothing to do)."""
+        new = self.compute(row)
         if not new:
             return None
-        unknown = set(new) - set(self.columns)
-        if unknown:
+        if not new.keys() <= self._declared:
             raise RunbookError(
                 f"backfill {self.name!r}: compute returned columns it does not declare: "
-                f"{sorted(unknown)} (declared: {self.columns})"
+                f"{sorted(set(new) - self._declared)} (declared: {self.columns})"
             )
         changed = {
             c: v for c, v in new.items() if row.get(c) != v or type(row.get(c)) is not type(v)
@@ -158,15 +188,19 @@ class Backfill(SQLiteStep):
         return f"CREATE TABLE IF NOT EXISTS {self.undo_table} (run_id, step, batch, pk, {cols})"
 
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
-        db = ctx.use(self.db)
         key = quote_ident(self.key)
         undo_rows: list[tuple[Any, ...]] = []
         updates: list[list[Any]] = []
-        with db.connect() as conn:
+        with ctx.connection(self.db) as conn:
             conn.row_factory = sqlite3.Row
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(self._undo_ddl())
+                declared = {
+                    r[1]: r[2]
+                    for r in conn.execute(f"PRAGMA table_info({quote_ident(self.table)})")
+                }
+                affinities = [affinity_of(declared.get(c, "")) for c in self.columns]
                 for lo in range(0, len(items), 900):
                     chunk = items[lo : lo + 900]
                     cur = conn.execute(
@@ -194,14 +228,22 @@ class Backfill(SQLiteStep):
                 conn.executemany(
                     f"UPDATE {quote_ident(self.table)} SET {sets} WHERE {key}=?", updates
                 )
-                # Record what the table now holds (its column affinity applied), so the
-                # rollback's conflict test compares like with like.
-                got = ", ".join(f"a_{i} = t.{quote_ident(c)}" for i, c in enumerate(self.columns))
-                conn.execute(
-                    f"UPDATE {self.undo_table} AS u SET {got} FROM {quote_ident(self.table)} AS t "
-                    f"WHERE u.rowid > ? AND t.{key} = u.pk",
-                    (since,),
-                )
+                if not all(
+                    stored_as_bound(affinity, v)
+                    for row in updates
+                    for affinity, v in zip(affinities, row, strict=False)
+                ):
+                    # The column's affinity changed some value on write (an int into a TEXT
+                    # column): record what the table now holds, so the rollback's conflict
+                    # test compares like with like.
+                    got = ", ".join(
+                        f"a_{i} = t.{quote_ident(c)}" for i, c in enumerate(self.columns)
+                    )
+                    conn.execute(
+                        f"UPDATE {self.undo_table} AS u SET {got} "
+                        f"FROM {quote_ident(self.table)} AS t WHERE u.rowid > ? AND t.{key} = u.pk",
+                        (since,),
+                    )
                 SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(updates))
                 conn.execute("COMMIT")
             except BaseException:

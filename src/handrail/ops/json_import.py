@@ -145,7 +145,7 @@ class ImportRecords(SQLiteStep):
         by_key = self._records_cached(ctx)
         records = [r for key in dict.fromkeys(items) for r in by_key.get(key, ())]
         rows = self._map(ctx, records)
-        with ctx.use(self.db).connect() as conn:
+        with ctx.connection(self.db) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 counts = rowlog.upsert(
