@@ -18,18 +18,28 @@ from . import rowlog
 
 
 def split_sql(script: str) -> list[str]:
-    """Split a script into complete statements (comments and strings respected)."""
+    """Split a script into complete statements; SQLite itself decides where one ends, so
+    semicolons inside strings, identifiers, comments and trigger bodies do not split."""
     out: list[str] = []
     buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
+    for piece in script.split(";"):
+        buf += piece + ";"
         if sqlite3.complete_statement(buf):
-            if buf.strip().strip(";").strip():
-                out.append(buf.strip())
+            stmt = buf.strip()
+            if _has_code(stmt):
+                out.append(stmt)
             buf = ""
-    if buf.strip():
-        out.append(buf.strip())
+    rest = buf[:-1]  # the ';' added after the last piece
+    if _has_code(rest):
+        out.append(rest.strip())
     return out
+
+
+def _has_code(stmt: str) -> bool:
+    """Whether a statement is more than semicolons, blanks and comments."""
+    lines = [line.split("--", 1)[0] for line in stmt.splitlines()]
+    text = " ".join(lines).replace(";", " ").strip()
+    return bool(text) and not (text.startswith("/*") and text.endswith("*/"))
 
 
 class SQLiteStep(Step):

@@ -259,7 +259,7 @@ def schema_of(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
         "SELECT type, name, tbl_name FROM sqlite_master "
         "WHERE type IN ('table','index','view','trigger') ORDER BY type, name"
     ):
-        if name.startswith(LEDGER_PREFIX) or tbl.startswith(LEDGER_PREFIX):
+        if name.startswith((LEDGER_PREFIX, "sqlite_")) or tbl.startswith(LEDGER_PREFIX):
             continue
         if typ == "table":
             cols = [r[1] for r in conn.execute(f"PRAGMA table_info({quote_ident(name)})")]
