@@ -413,3 +413,28 @@ def test_invalid_resource_stops_before_any_change(tmp_path: Path) -> None:
     with pytest.raises(ResourceError):
         executor(rb, tmp_path).run()
     assert db.fingerprint().digest == before
+
+
+def test_sources_are_backed_up_unless_marked_as_large_inputs(tmp_path: Path) -> None:
+    from handrail import Directory
+
+    db = SQLite("db", make_items_db(tmp_path / "x.db"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("a")
+    (tmp_path / "photos").mkdir()
+    small = Directory("inputs", tmp_path / "in")
+    large = Directory("photos", tmp_path / "photos", backup_when_read=False)
+    step = ImportRecords(
+        "import",
+        read=records(5),
+        db=db,
+        table="items",
+        key="id",
+        mapper=to_row,
+        reads=[small, large],
+    )
+    ex, result = executor(Runbook("t", steps=[step]), tmp_path), None
+    result = ex.run()
+    assert result.status is RunStatus.COMPLETED
+    backed_up = [b["resource"] for b in ex.journal.backups(result.run_id)]
+    assert backed_up == ["db", "inputs"]

@@ -328,9 +328,13 @@ class Runbook:
         seen: dict[str, Resource] = {}
         for step in self.steps:
             if step.tier > Tier.READ_ONLY:
-                for r in (*step.writes, *step.reads):
+                for r in step.writes:
                     seen.setdefault(r.name, r)
-        return list(seen.values())
+                for r in step.reads:
+                    if r.backup_when_read:
+                        seen.setdefault(r.name, r)
+        order = {r.name: i for i, r in enumerate(self.resources)}
+        return sorted(seen.values(), key=lambda r: order[r.name])
 
     def step(self, name: str) -> Step:
         for s in self.steps:

@@ -110,10 +110,13 @@ class Resource(ABC):
     #: changes to it are seen by other people (raises the tier of steps that write it)
     external: ClassVar[bool] = False
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, backup_when_read: bool = True) -> None:
         if not name or not name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"resource name must be a simple identifier, got {name!r}")
         self.name = name
+        #: snapshot it when a changing step only reads it (False for large read-only
+        #: inputs, e.g. a photo library a step hashes); anything written is always backed up
+        self.backup_when_read = backup_when_read
 
     # -- identity ---------------------------------------------------------------------
     @abstractmethod

@@ -33,8 +33,9 @@ class Directory(Resource):
         *,
         exclude: Sequence[str] = (),
         create: bool = False,
+        backup_when_read: bool = True,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, backup_when_read=backup_when_read)
         self.path = Path(path)
         self.exclude = tuple(exclude)
         self.must_exist = not create

@@ -41,8 +41,15 @@ class JSONFile(Resource):
 
     kind: ClassVar[str] = "json"
 
-    def __init__(self, name: str, path: str | os.PathLike[str], *, create: bool = False) -> None:
-        super().__init__(name)
+    def __init__(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        backup_when_read: bool = True,
+    ) -> None:
+        super().__init__(name, backup_when_read=backup_when_read)
         self.path = Path(path)
         self.must_exist = not create
 
