@@ -433,7 +433,7 @@ def test_sources_are_backed_up_unless_marked_as_large_inputs(tmp_path: Path) -> 
         mapper=to_row,
         reads=[small, large],
     )
-    ex, result = executor(Runbook("t", steps=[step]), tmp_path), None
+    ex = executor(Runbook("t", steps=[step]), tmp_path)
     result = ex.run()
     assert result.status is RunStatus.COMPLETED
     backed_up = [b["resource"] for b in ex.journal.backups(result.run_id)]
