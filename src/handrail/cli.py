@@ -627,9 +627,10 @@ def fingerprint(path: Path, kind: str, parts: bool, as_json: bool) -> None:
 
 def _register_extensions() -> None:
     """Commands that live in their own modules register themselves on ``main``."""
-    from . import cli_reports
+    from . import cli_reports, cli_review
 
     cli_reports.register(main)
+    cli_review.register(main)
 
 
 _register_extensions()

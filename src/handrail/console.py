@@ -107,6 +107,7 @@ class ConsoleObserver(Observer):
         self._task: TaskID | None = None
         self._step: str | None = None
         self._started = 0.0
+        self._first = 0
 
     def _stop_bar(self) -> None:
         if self._progress is not None:
@@ -158,10 +159,12 @@ class ConsoleObserver(Observer):
             self._task = self._progress.add_task(step, total=total, rate="")
             self._step = step
             self._started = time.monotonic()
+            self._first = done  # resumed steps start part way: rate counts this run's work
         assert self._progress is not None
         assert self._task is not None
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        self._progress.update(self._task, completed=done, rate=f"{done / elapsed:,.0f} items/s")
+        elapsed = time.monotonic() - self._started
+        rate = f"{(done - self._first) / elapsed:,.0f} items/s" if elapsed > 0.05 else ""
+        self._progress.update(self._task, completed=done, rate=rate)
 
     def gate(self, key: str, gate: Gate, results: list[CheckResult], needs_human: bool) -> None:
         self._stop_bar()

@@ -401,6 +401,7 @@ class Executor:
         stages = sorted({stage for _, stage, _, _ in batches})
         done_items = sum(len(items) for _, _, items, s in batches if s == "done")
         started = time.monotonic()
+        self.obs.progress(step.name, done_items, total)  # the bar's rate counts from here
         for stage in stages:
             ctx.stage = stage
             for b, s, items, status in batches:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ class TransformJSON(Step):
         self,
         name: str,
         file: JSONFile,
-        fn: Callable[[Any], Any],
+        fn: Callable[..., Any],
         *,
         indent: int | None = 2,
         **kw: Any,
@@ -46,7 +47,11 @@ class TransformJSON(Step):
     def _new(self, ctx: StepContext) -> tuple[Any, Any]:
         f = ctx.use(self.file)
         old = load_json(f.path, what=self.file.name) if f.exists() else None
-        return old, self.fn(json.loads(json.dumps(old)) if old is not None else None)
+        copy = json.loads(json.dumps(old)) if old is not None else None
+        # fn(old) or fn(old, ctx): a transform may need the run (its results, its time).
+        if len(inspect.signature(self.fn).parameters) >= 2:
+            return old, self.fn(copy, ctx)
+        return old, self.fn(copy)
 
     def plan(self, ctx: StepContext) -> Plan:
         old, new = self._new(ctx)

@@ -34,6 +34,19 @@ def _json_state(root: Path) -> str:
     )
 
 
+def _dhash(root: Path) -> str:
+    from ..images.sample import make_sample_library
+
+    make_sample_library(root, count=600, seed=7)
+    return (
+        '"""The image-library dHash migration for the library beside this file."""\n\n'
+        "from pathlib import Path\n\n"
+        "from handrail.recipes.dhash.recipe import build\n\n"
+        "# The sample plants a few broken files on purpose; a real library would keep 0.01.\n"
+        "runbook = build(Path(__file__).parent, max_failure_rate=0.02)\n"
+    )
+
+
 RECIPES: dict[str, Recipe] = {
     "json-state": Recipe(
         "json-state",
@@ -41,6 +54,12 @@ RECIPES: dict[str, Recipe] = {
         "heartbeats)",
         "003 (seeds/README.md part C)",
         _json_state,
+    ),
+    "dhash": Recipe(
+        "dhash",
+        "image library: dHash fingerprints, near-duplicate clusters, a review queue",
+        "002 (seeds/README.md part B)",
+        _dhash,
     ),
 }
 

@@ -1,0 +1,1 @@
+"""Recipe B: dHash fingerprints and near-duplicate clusters for an image library."""
