@@ -38,6 +38,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP) postgres
 	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/backfill.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
