@@ -270,3 +270,59 @@ def test_readme_mentions_every_command() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for name in main.commands:
         assert f"handrail {name}" in readme, f"README does not mention `handrail {name}`"
+
+
+SLOW_BATCHES = """
+import time
+from pathlib import Path
+from handrail import Backfill, Runbook, SQLite
+db = SQLite("db", Path(__file__).parent / "x.db")
+def slow(row):
+    time.sleep(0.01)
+    return {"status": "done"}
+runbook = Runbook("slow", steps=[Backfill("mark", db, table="items", key="id",
+                                          columns=["status"], compute=slow, batch_size=10)])
+"""
+
+
+def test_ctrl_c_stops_cleanly_and_run_resumes(tmp_path: Path) -> None:
+    import signal
+
+    make_items_db(tmp_path / "x.db", n=200)
+    rb = write(tmp_path / "rb.py", SLOW_BATCHES)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handrail.cli", "run", str(rb)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal_path = tmp_path / ".handrail" / "journal.sqlite"
+    deadline = time.monotonic() + 30
+    while True:  # wait until some batches are done
+        assert time.monotonic() < deadline
+        if journal_path.exists():
+            conn = sqlite3.connect(journal_path)
+            try:
+                done = conn.execute("SELECT count(*) FROM batches WHERE status='done'").fetchone()[
+                    0
+                ]
+            except sqlite3.OperationalError:
+                done = 0
+            conn.close()
+            if done >= 2:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    status = json.loads(cli("status", rb, "--json").output)
+    assert status["status"] == "interrupted"
+    assert status["lease"] is None
+    done = status["steps"][0]["items_done"]
+    assert 0 < done < 200
+    resumed = cli("run", rb)
+    assert resumed.exit_code == 0, resumed.output
+    conn = sqlite3.connect(tmp_path / "x.db")
+    assert conn.execute("SELECT count(*) FROM items WHERE status='done'").fetchone()[0] == 200
+    conn.close()
