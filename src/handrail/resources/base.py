@@ -155,6 +155,11 @@ class Resource(ABC):
     def clone(self, scratch: Path) -> Resource:
         """A scratch copy with the same name and content, living under ``scratch``."""
 
+    def check_clone(self) -> None:  # noqa: B027 - optional hook: most resources can clone
+        """Raise :class:`ResourceError` saying why :meth:`clone` is impossible (e.g. an HTTP
+        service with no sandbox address). A rehearsal asks every resource before it copies
+        or changes anything, so it refuses instead of acting on production."""
+
     def restore_into(self, backup: Backup, scratch: Path) -> Resource:
         """Restore ``backup`` into a scratch copy (used to prove a backup restores)."""
         copy = self.clone_empty(scratch)
