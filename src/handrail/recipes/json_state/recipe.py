@@ -514,8 +514,8 @@ def build(
         ],
     )
 
-    def write_marker(old: Any) -> Any:
-        root = data_dir
+    def write_marker(old: Any, ctx: StepContext) -> Any:
+        root = ctx.use(data).path  # the clone in a rehearsal, never production
         sources = {name: sha256_file(root / name)[0] for name in SOURCES if (root / name).exists()}
         return {
             "format": 1,
