@@ -94,9 +94,13 @@ class Backfill(SQLiteStep):
         self.read = list(read) if read is not None else None
         kw.setdefault("batch_size", 1000)
         super().__init__(name, db, **kw)
-        digest = hashlib.sha256(f"{name}\0{table}".encode()).hexdigest()[:10]
-        self.undo_table = f"{LEDGER_PREFIX}bf_{digest}"
         self._declared = frozenset(self.columns)
+
+    def undo_table(self, run_id: str) -> str:
+        """One undo table per run and step: rows stay narrow, and a finished rollback
+        drops it whole instead of deleting a million rows."""
+        digest = hashlib.sha256(f"{run_id}\0{self.name}\0{self.table}".encode()).hexdigest()
+        return f"{LEDGER_PREFIX}bf_{digest[:16]}"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -179,13 +183,11 @@ class Backfill(SQLiteStep):
                 )
             ]
 
-    def _undo_ddl(self) -> str:
-        cols = ", ".join(
-            [f"b_{i}" for i in range(len(self.columns))]
-            + [f"a_{i}" for i in range(len(self.columns))]
-        )
+    def _undo_ddl(self, run_id: str) -> str:
+        n = len(self.columns)
+        cols = ", ".join([f"b_{i}" for i in range(n)] + [f"a_{i}" for i in range(n)])
         # No declared types: each value keeps exactly the type it was bound with.
-        return f"CREATE TABLE IF NOT EXISTS {self.undo_table} (run_id, step, batch, pk, {cols})"
+        return f"CREATE TABLE IF NOT EXISTS {self.undo_table(run_id)} (batch, pk, {cols})"
 
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         key = quote_ident(self.key)
@@ -195,7 +197,8 @@ class Backfill(SQLiteStep):
             conn.row_factory = sqlite3.Row
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(self._undo_ddl())
+                undo = self.undo_table(ctx.run_id)
+                conn.execute(self._undo_ddl(ctx.run_id))
                 declared = {
                     r[1]: r[2]
                     for r in conn.execute(f"PRAGMA table_info({quote_ident(self.table)})")
@@ -215,15 +218,12 @@ class Backfill(SQLiteStep):
                             continue
                         after = [new.get(c, row[c]) for c in self.columns]
                         before = [row[c] for c in self.columns]
-                        undo_rows.append(
-                            (ctx.run_id, self.name, batch, row[self.key], *before, *after)
-                        )
+                        undo_rows.append((batch, row[self.key], *before, *after))
                         updates.append([*after, row[self.key]])
                 n = len(self.columns)
-                marks = ",".join("?" * (4 + 2 * n))
-                first = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {self.undo_table}")
-                since = first.fetchone()[0]
-                conn.executemany(f"INSERT INTO {self.undo_table} VALUES ({marks})", undo_rows)
+                marks = ",".join("?" * (2 + 2 * n))
+                since = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {undo}").fetchone()[0]
+                conn.executemany(f"INSERT INTO {undo} VALUES ({marks})", undo_rows)
                 sets = ", ".join(f"{quote_ident(c)}=?" for c in self.columns)
                 conn.executemany(
                     f"UPDATE {quote_ident(self.table)} SET {sets} WHERE {key}=?", updates
@@ -240,7 +240,7 @@ class Backfill(SQLiteStep):
                         f"a_{i} = t.{quote_ident(c)}" for i, c in enumerate(self.columns)
                     )
                     conn.execute(
-                        f"UPDATE {self.undo_table} AS u SET {got} "
+                        f"UPDATE {undo} AS u SET {got} "
                         f"FROM {quote_ident(self.table)} AS t WHERE u.rowid > ? AND t.{key} = u.pk",
                         (since,),
                     )
@@ -256,8 +256,9 @@ class Backfill(SQLiteStep):
         if not db.exists():
             return
         force = bool(ctx.state.get("_force"))
-        t, u, key = quote_ident(self.table), self.undo_table, quote_ident(self.key)
+        t, u, key = quote_ident(self.table), self.undo_table(ctx.run_id), quote_ident(self.key)
         same = " AND ".join(f"t.{quote_ident(c)} IS u.a_{i}" for i, c in enumerate(self.columns))
+        differs = f"t.{key} IS NULL OR NOT ({same})"
         with db.connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -265,33 +266,26 @@ class Backfill(SQLiteStep):
                     SQLite.ledger_clear(conn, ctx.run_id, self.name)
                     conn.execute("COMMIT")
                     return
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {u}_by_step ON {u}(run_id, step, pk)")
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {u}_pk ON {u}(pk)")
                 conflicts = [
                     r[0]
                     for r in conn.execute(
-                        f"SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk "
-                        f"WHERE u.run_id=? AND u.step=? AND (t.{key} IS NULL OR NOT ({same}))",
-                        (ctx.run_id, self.name),
+                        f"SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs}"
                     )
                 ]
                 sets = ", ".join(f"{quote_ident(c)} = u.b_{i}" for i, c in enumerate(self.columns))
                 guard = "" if force else f" AND {same}"
                 conn.execute(
-                    f"UPDATE {t} AS t SET {sets} FROM {u} AS u WHERE t.{key} = u.pk "
-                    f"AND u.run_id=? AND u.step=?{guard}",
-                    (ctx.run_id, self.name),
+                    f"UPDATE {t} AS t SET {sets} FROM {u} AS u WHERE t.{key} = u.pk{guard}"
                 )
                 if conflicts and not force:
+                    # Keep only the conflicting rows' records, for a forced rollback later.
                     conn.execute(
-                        f"DELETE FROM {u} WHERE run_id=? AND step=? AND pk NOT IN "
-                        f"(SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk "
-                        f"WHERE u.run_id=? AND u.step=? AND (t.{key} IS NULL OR NOT ({same})))",
-                        (ctx.run_id, self.name, ctx.run_id, self.name),
+                        f"DELETE FROM {u} WHERE pk NOT IN (SELECT u.pk FROM {u} u "
+                        f"LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs})"
                     )
                 else:
-                    conn.execute(
-                        f"DELETE FROM {u} WHERE run_id=? AND step=?", (ctx.run_id, self.name)
-                    )
+                    conn.execute(f"DROP TABLE {u}")
                     SQLite.ledger_clear(conn, ctx.run_id, self.name)
                 drop_empty_ledger_tables(conn)
                 conn.execute("COMMIT")
