@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from ..context import StepContext
 from ..errors import RollbackConflict, RunbookError
@@ -59,6 +59,53 @@ def stored_as_bound(affinity: str, value: Any) -> bool:
     if isinstance(value, float):
         return affinity == "REAL"
     return False
+
+
+class _Computes(Protocol):
+    name: str
+    table: str
+    key: str
+    columns: list[str]
+    compute: Compute
+    _declared: frozenset[str]
+
+
+def changed_values(step: _Computes, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The values ``compute`` wants that differ from the row's (None: nothing to do)."""
+    new = step.compute(row)
+    if not new:
+        return None
+    if not new.keys() <= step._declared:
+        raise RunbookError(
+            f"backfill {step.name!r}: compute returned columns it does not declare: "
+            f"{sorted(set(new) - step._declared)} (declared: {step.columns})"
+        )
+    changed = {c: v for c, v in new.items() if row.get(c) != v or type(row.get(c)) is not type(v)}
+    return changed or None
+
+
+def summarize(step: _Computes, rows: Iterable[dict[str, Any]]) -> Plan:
+    """A backfill's dry run: how many rows it would change, and the values it would write."""
+    total = changes = 0
+    values: dict[str, Counter[Any]] = {c: Counter() for c in step.columns}
+    samples: list[dict[str, Any]] = []
+    for row in rows:
+        total += 1
+        new = changed_values(step, row)
+        if new is None:
+            continue
+        changes += 1
+        for c, v in new.items():
+            values[c][v] += 1
+        if len(samples) < 10:
+            samples.append({step.key: row[step.key], **new})
+    return Plan(
+        summary=f"set {', '.join(step.columns)} on {changes} of {total} row(s) of {step.table}",
+        items=total,
+        counts={"rows": total, "change": changes, "unchanged": total - changes},
+        samples=samples,
+        details={"values": {c: dict(v.most_common(50)) for c, v in values.items()}},
+    )
 
 
 class Backfill(SQLiteStep):
@@ -125,52 +172,18 @@ class Backfill(SQLiteStep):
         return f"WHERE {self.where}" if self.where else ""
 
     def _changes(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        """The values ``compute`` wants that differ from the row's (None: nothing to do)."""
-        new = self.compute(row)
-        if not new:
-            return None
-        if not new.keys() <= self._declared:
-            raise RunbookError(
-                f"backfill {self.name!r}: compute returned columns it does not declare: "
-                f"{sorted(set(new) - self._declared)} (declared: {self.columns})"
-            )
-        changed = {
-            c: v for c, v in new.items() if row.get(c) != v or type(row.get(c)) is not type(v)
-        }
-        return changed or None
+        return changed_values(self, row)
 
     # -- lifecycle ----------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> Plan:
-        db = ctx.use(self.db)
-        rows = 0
-        changes = 0
-        values: dict[str, Counter[Any]] = {c: Counter() for c in self.columns}
-        samples: list[dict[str, Any]] = []
-        with db.connect() as conn:
+        with ctx.use(self.db).connect() as conn:
             conn.row_factory = sqlite3.Row
             cur = conn.execute(
                 f"SELECT {self._select()} FROM {quote_ident(self.table)} {self._where()} "
                 f"ORDER BY {quote_ident(self.key)}",
                 self.where_params,
             )
-            for r in cur:
-                rows += 1
-                row = dict(r)
-                new = self._changes(row)
-                if new is None:
-                    continue
-                changes += 1
-                for c, v in new.items():
-                    values[c][v] += 1
-                if len(samples) < 10:
-                    samples.append({self.key: row[self.key], **new})
-        return Plan(
-            summary=f"set {', '.join(self.columns)} on {changes} of {rows} row(s) of {self.table}",
-            items=rows,
-            counts={"rows": rows, "change": changes, "unchanged": rows - changes},
-            samples=samples,
-            details={"values": {c: dict(v.most_common(50)) for c, v in values.items()}},
-        )
+            return summarize(self, (dict(r) for r in cur))
 
     def items(self, ctx: StepContext) -> list[Any] | None:
         with ctx.use(self.db).connect() as conn:
