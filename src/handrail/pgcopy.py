@@ -1,0 +1,947 @@
+"""Copy a table from SQLite or PostgreSQL into PostgreSQL: batched, upserting, exactly once.
+
+The source is read in key order by key range (keyset pagination, never OFFSET). Each
+range is one batch: its rows are converted in Python by a :class:`~handrail.sqlmap.TableMap`
+(bad values become rejects, so they never reach the database), sent with ``COPY`` into a
+temporary staging table of text columns, and merged with::
+
+    INSERT INTO target (...) SELECT s.c::type, ... FROM stage s
+    ON CONFLICT (natural key) DO UPDATE SET ... WHERE (t.cols) IS DISTINCT FROM (excluded.cols)
+
+so a re-run changes nothing that is already equal. The merge and the batch's ledger row
+(:meth:`Postgres.ledger_mark`) commit in one transaction: a copy killed at any instant
+resumes with the first batch the ledger does not know, and no batch applies twice. The
+batch plan (the key ranges) is stored in the target on first use, so a resume replays the
+same ranges even if the source grew meanwhile.
+
+If the database refuses rows (a CHECK, a foreign key, a value too long), the batch is
+bisected under savepoints until the refused rows are isolated; they become rejects and
+the rest of the batch commits.
+
+Source rows sharing a natural key are resolved before any batch runs: the last by the
+mapping's ``order_by`` (then the source key) wins, the others are reported in
+:attr:`CopyResult.duplicates`.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from .errors import BadInput, StepFailed
+from .model import Reject
+from .resources.postgres import (
+    CANONICAL_SETTINGS,
+    HANDRAIL_SCHEMA,
+    Postgres,
+    _split_table,
+    qualified,
+    quote_ident,
+)
+from .resources.sqlite import SQLite
+from .sqlmap import (
+    Converted,
+    JsonText,
+    MappingError,
+    RowMapper,
+    TableMap,
+    key_text,
+    kind_of_pg_type,
+    kind_of_sqlite_type,
+)
+
+PLANS_TABLE = f"{HANDRAIL_SCHEMA}.copy_plans"
+_BISECT_ERRORS = (
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    psycopg.errors.CardinalityViolation,
+)
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    """What to copy: a mapping, and what to do when the natural key already exists
+    (``"update"``: overwrite changed rows; ``"nothing"``: keep the target's row)."""
+
+    mapping: TableMap
+    on_conflict: str = "update"
+
+    def __post_init__(self) -> None:
+        if self.on_conflict not in ("update", "nothing"):
+            raise MappingError(
+                f"on_conflict must be 'update' or 'nothing', not {self.on_conflict!r}"
+            )
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Batch ``batch``: source rows with ``lo < key <= hi`` (None: unbounded)."""
+
+    batch: int
+    lo: tuple[Any, ...] | None
+    hi: tuple[Any, ...] | None
+
+    def to_json(self) -> list[Any]:
+        return [self.batch, self.lo, self.hi]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Any]) -> KeyRange:
+        b, lo, hi = data
+        return cls(
+            int(b), tuple(lo) if lo is not None else None, tuple(hi) if hi is not None else None
+        )
+
+
+@dataclass
+class BatchResult:
+    batch: int
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    skipped: bool = False  # the ledger says it had committed
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass
+class CopyResult:
+    """Totals of a copy, with every reject and every superseded duplicate."""
+
+    batches: int = 0
+    skipped_batches: int = 0
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    duplicates: list[Reject] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.read / self.seconds if self.seconds else 0.0
+
+    def add(self, b: BatchResult) -> None:
+        self.batches += 1
+        self.skipped_batches += int(b.skipped)
+        self.read += b.read
+        self.inserted += b.inserted
+        self.updated += b.updated
+        self.unchanged += b.unchanged
+        self.rejects.extend(b.rejects)
+
+
+# -- sources -----------------------------------------------------------------------------
+class _Source:
+    """Reads one table of a source database in key order."""
+
+    table: str
+    key: list[str]
+    columns: list[str]
+    dialect: str
+
+    def kinds(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def read(
+        self,
+        cols: Sequence[str],
+        lo: tuple[Any, ...] | None,
+        hi: tuple[Any, ...] | None,
+        where: str | None,
+    ) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def rows_where_in(
+        self, cols: Sequence[str], match: Sequence[str], values: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def duplicates(
+        self, natural: Sequence[str], order_by: Sequence[str], where: str | None
+    ) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # helpers shared by both dialects (row values work in SQLite >= 3.15 and PostgreSQL)
+    def q(self, name: str) -> str:
+        return quote_ident(name)
+
+    def _range_sql(
+        self, cols: Sequence[str], lo: Any, hi: Any, where: str | None, ph: str
+    ) -> tuple[str, list[Any]]:
+        k = ", ".join(self.q(c) for c in self.key)
+        conds, params = [], []
+        if lo is not None:
+            conds.append(f"({k}) > ({', '.join([ph] * len(lo))})")
+            params += list(lo)
+        if hi is not None:
+            conds.append(f"({k}) <= ({', '.join([ph] * len(hi))})")
+            params += list(hi)
+        if where:
+            conds.append(f"({where})")
+        cond = f" WHERE {' AND '.join(conds)}" if conds else ""
+        sel = ", ".join([*(self.select_expr(c) for c in cols), *(self.q(c) for c in self.key)])
+        return f"SELECT {sel} FROM {self.rel} {cond} ORDER BY {k}", params
+
+    def select_expr(self, col: str) -> str:
+        return self.q(col)
+
+    @property
+    def rel(self) -> str:
+        return self.q(self.table)
+
+    def _boundaries_sql(self, every: int, where: str | None) -> str:
+        k = ", ".join(self.q(c) for c in self.key)
+        cond = f" WHERE ({where})" if where else ""
+        return (
+            f"SELECT {k} FROM (SELECT {k}, row_number() OVER (ORDER BY {k}) AS _hr_n "
+            f"FROM {self.rel}{cond}) s WHERE _hr_n % {int(every)} = 0 ORDER BY {k}"
+        )
+
+    def _dups_sql(self, natural: Sequence[str], order_by: Sequence[str], where: str | None) -> str:
+        n = ", ".join(self.q(c) for c in natural)
+        cond = f" WHERE ({where})" if where else ""
+        and_cond = f" AND ({where})" if where else ""
+        sel = ", ".join(self.q(c) for c in [*natural, *self.key, *order_by])
+        return (
+            f"SELECT {sel} FROM {self.rel} WHERE ({n}) IN (SELECT {n} FROM {self.rel}{cond} "
+            f"GROUP BY {n} HAVING count(*) > 1){and_cond}"
+        )
+
+
+class _SQLiteSource(_Source):
+    dialect = "sqlite"
+
+    def __init__(self, db: SQLite, table: str, key: Sequence[str] | None) -> None:
+        if not db.path.exists():
+            raise BadInput(f"{db.name}: source database {db.path} does not exist")
+        # check_same_thread=False: copy_table's reader thread uses it (never concurrently)
+        self.conn = sqlite3.connect(
+            f"file:{db.path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+        )
+        self.table = table
+        info = self.conn.execute(f"PRAGMA table_info({quote_ident(table)})").fetchall()
+        if not info:
+            raise MappingError(f"{db.name}: source table {table!r} does not exist in {db.path}")
+        self.columns = [r[1] for r in info]
+        self._decl = {r[1]: str(r[2] or "") for r in info}
+        pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5] > 0]
+        self.key = list(key) if key else (pk or ["rowid"])
+
+    def kinds(self) -> dict[str, str]:
+        return {c: kind_of_sqlite_type(d) for c, d in self._decl.items()}
+
+    def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(self._boundaries_sql(every, where))]
+
+    def read(
+        self,
+        cols: Sequence[str],
+        lo: tuple[Any, ...] | None,
+        hi: tuple[Any, ...] | None,
+        where: str | None,
+    ) -> list[tuple[Any, ...]]:
+        query, params = self._range_sql(cols, lo, hi, where, "?")
+        return self.conn.execute(query, params).fetchall()
+
+    def rows_where_in(
+        self, cols: Sequence[str], match: Sequence[str], values: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        m = ", ".join(self.q(c) for c in match)
+        sel = ", ".join([*(self.q(c) for c in cols), *(self.q(c) for c in self.key)])
+        k = ", ".join(self.q(c) for c in self.key)
+        step = max(1, 30000 // max(1, len(match)))
+        for i in range(0, len(values), step):
+            chunk = values[i : i + step]
+            ph = ", ".join("(" + ", ".join(["?"] * len(match)) + ")" for _ in chunk)
+            out += self.conn.execute(
+                f"SELECT {sel} FROM {self.rel} WHERE ({m}) IN (VALUES {ph}) ORDER BY {k}",
+                [v for t in chunk for v in t],
+            ).fetchall()
+        return out
+
+    def duplicates(
+        self, natural: Sequence[str], order_by: Sequence[str], where: str | None
+    ) -> list[tuple[Any, ...]]:
+        return self.conn.execute(self._dups_sql(natural, order_by, where)).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _PostgresSource(_Source):
+    dialect = "postgres"
+
+    def __init__(self, db: Postgres, table: str, key: Sequence[str] | None) -> None:
+        self.conn = db._open(autocommit=True)
+        for stmt in CANONICAL_SETTINGS:
+            self.conn.execute(stmt.replace("SET LOCAL", "SET").encode())
+        self.schema, self.table = _split_table(table)
+        rows = self.conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+            "ORDER BY a.attnum",
+            (qualified(self.schema, self.table),),
+        ).fetchall()
+        if not rows:
+            raise MappingError(f"{db.name}: source table {table!r} does not exist")
+        self.columns = [r[0] for r in rows]
+        self._types = {r[0]: r[1] for r in rows}
+        if key:
+            self.key = list(key)
+        else:
+            from .resources.postgres import table_key
+
+            (oid,) = self.conn.execute(
+                "SELECT to_regclass(%s)::oid", (qualified(self.schema, self.table),)
+            ).fetchone() or (0,)
+            self.key = table_key(self.conn, oid)
+            if not self.key:
+                raise MappingError(
+                    f"{db.name}: source table {table!r} has no primary key; "
+                    "give the mapping a source_key"
+                )
+
+    @property
+    def rel(self) -> str:
+        return qualified(self.schema, self.table)
+
+    def select_expr(self, col: str) -> str:
+        # values come as PostgreSQL's text (canonical settings): conversions see text
+        return f"{self.q(col)}::text"
+
+    def kinds(self) -> dict[str, str]:
+        return {c: kind_of_pg_type(t) for c, t in self._types.items()}
+
+    def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(self._boundaries_sql(every, where).encode())]
+
+    def read(
+        self,
+        cols: Sequence[str],
+        lo: tuple[Any, ...] | None,
+        hi: tuple[Any, ...] | None,
+        where: str | None,
+    ) -> list[tuple[Any, ...]]:
+        query, params = self._range_sql(cols, lo, hi, where, "%s")
+        return self.conn.execute(query.encode(), params).fetchall()
+
+    def rows_where_in(
+        self, cols: Sequence[str], match: Sequence[str], values: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        m = ", ".join(self.q(c) for c in match)
+        sel = ", ".join([*(self.select_expr(c) for c in cols), *(self.q(c) for c in self.key)])
+        k = ", ".join(self.q(c) for c in self.key)
+        for i in range(0, len(values), 5000):
+            chunk = values[i : i + 5000]
+            ph = ", ".join("(" + ", ".join(["%s"] * len(match)) + ")" for _ in chunk)
+            out += self.conn.execute(
+                f"SELECT {sel} FROM {self.rel} WHERE ({m}) IN (VALUES {ph}) ORDER BY {k}".encode(),
+                [v for t in chunk for v in t],
+            ).fetchall()
+        return out
+
+    def duplicates(
+        self, natural: Sequence[str], order_by: Sequence[str], where: str | None
+    ) -> list[tuple[Any, ...]]:
+        return self.conn.execute(self._dups_sql(natural, order_by, where).encode()).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_source(db: SQLite | Postgres, table: str, key: Sequence[str] | None = None) -> _Source:
+    """A reader of ``table`` in ``db`` ordered by ``key`` (default: its primary key)."""
+    if isinstance(db, SQLite):
+        return _SQLiteSource(db, table, key)
+    if isinstance(db, Postgres):
+        return _PostgresSource(db, table, key)
+    raise BadInput(f"cannot copy from a {db.kind} resource; SQLite or PostgreSQL only")
+
+
+# -- the target --------------------------------------------------------------------------
+@dataclass
+class TargetTable:
+    """A PostgreSQL table's columns, types and the unique index for ON CONFLICT."""
+
+    schema: str
+    table: str
+    types: dict[str, str]
+
+    @property
+    def rel(self) -> str:
+        return qualified(self.schema, self.table)
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection, name: str, key: Sequence[str]) -> TargetTable:
+        schema, table = _split_table(name)
+        rows = conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+            "AND a.attgenerated = '' ORDER BY a.attnum",
+            (qualified(schema, table),),
+        ).fetchall()
+        if not rows:
+            raise MappingError(f"target table {name!r} does not exist")
+        unique = conn.execute(
+            "SELECT array(SELECT a.attname FROM unnest(i.indkey) k(n) JOIN pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = k.n)::text[] FROM pg_index i "
+            "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL "
+            "AND i.indexprs IS NULL",
+            (qualified(schema, table),),
+        ).fetchall()
+        if not any(sorted(u[0]) == sorted(key) for u in unique):
+            raise MappingError(
+                f"target table {name!r} has no unique index on its natural key "
+                f"({', '.join(key)}), which ON CONFLICT needs",
+                hint=f"CREATE UNIQUE INDEX ON {qualified(schema, table)} "
+                f"({', '.join(quote_ident(k) for k in key)})",
+            )
+        return cls(schema, table, {r[0]: r[1] for r in rows})
+
+    def kinds(self) -> dict[str, str]:
+        return {c: kind_of_pg_type(t) for c, t in self.types.items()}
+
+
+def _csv_field(v: Any) -> str:
+    """One converted value as a CSV field for COPY (unquoted empty is NULL)."""
+    t = type(v)
+    if v is None:
+        return ""
+    if t is str or t is JsonText:
+        return '"' + str(v).replace('"', '""') + '"'
+    if t is int:
+        return str(v)
+    if t is bool:
+        return "t" if v else "f"
+    if t is float:
+        return repr(v)
+    if t is datetime or t is date:
+        return str(v.isoformat())
+    if t is Decimal:
+        return str(v)
+    if t is bytes:
+        return "\\x" + bytes(v).hex()
+    s = str(v)
+    return '"' + s.replace('"', '""') + '"'
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def _fast_ts(v: Any, conv: Callable[[Any], Any]) -> str:
+    if type(v) is str and v[4:5] == "-":
+        try:
+            d = datetime.fromisoformat(v)
+        except ValueError:
+            return _csv_field(conv(v))
+        # naive is UTC (as sqlmap.timestamptz); PostgreSQL applies an explicit offset itself
+        return d.isoformat() + ("+00:00" if d.tzinfo is None else "")
+    return _csv_field(conv(v))
+
+
+_JSON = json.JSONDecoder(parse_constant=lambda name: _raise(name))
+
+
+def _raise(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _fast_json(v: Any, conv: Callable[[Any], Any]) -> str:
+    if type(v) is str:
+        s = v.strip()
+        if not s:
+            return ""
+        if "\x00" not in s and "\\u0000" not in s:
+            try:
+                _JSON.decode(s)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                return _quote(s)  # valid JSON: PostgreSQL normalizes it into jsonb itself
+    return _csv_field(conv(v))
+
+
+def _line_function(mapper: RowMapper) -> Callable[[Sequence[Any]], str]:
+    """A function turning a source row into its CSV line, for the common conversions.
+
+    It is generated once per mapping so each row costs one call instead of one per
+    column. Any value it does not handle inline goes through the column's own
+    conversion; any exception sends the row to :meth:`RowMapper.convert`, which is the
+    authority (it builds the reject). Inline paths accept exactly what the conversions
+    accept, and write the same value.
+    """
+    env: dict[str, Any] = {"Q": _quote, "F": _csv_field, "TS": _fast_ts, "JS": _fast_json}
+    exprs = []
+    for i, b in enumerate(mapper.columns):
+        assert b.source_index is not None
+        v = f"r[{b.source_index}]"
+        env[f"C{i}"] = b.convert.fn
+        slow = f"F(C{i}({v}))"
+        name = b.convert.name
+        if name == "text":
+            e = f"(Q({v}) if type({v}) is str and NUL not in {v} else {slow})"
+        elif name == "integer":
+            e = f"(str({v}) if type({v}) is int else {slow})"
+        elif name == "real":
+            e = f"(repr({v}) if type({v}) is float else {slow})"
+        elif name == "boolean":
+            bit = f"type({v}) is int and ({v} == 0 or {v} == 1)"
+            e = f"(('t' if {v} else 'f') if {bit} else {slow})"
+        elif name == "timestamptz":
+            e = f"TS({v}, C{i})"
+        elif name == "jsonb":
+            e = f"JS({v}, C{i})"
+        else:
+            e = slow
+        exprs.append(f"('' if {v} is None else {e})")
+    env["NUL"] = "\x00"
+    src = "def line(r):\n    return ','.join((" + ", ".join(exprs) + ",)) + '\\n'\n"
+    exec(compile(src, f"<handrail line function {mapper.spec.name}>", "exec"), env)
+    fn: Callable[[Sequence[Any]], str] = env["line"]
+    return fn
+
+
+@dataclass
+class Prepared:
+    """One batch read and converted: CSV lines (in staging order), their natural keys,
+    the rejects found in Python, and how many source rows were read."""
+
+    lines: list[str]
+    keys: list[tuple[Any, ...]]
+    rejects: list[Reject]
+    read: int
+
+
+# -- the job -----------------------------------------------------------------------------
+class CopyJob:
+    """One table copy, driven batch by batch (by :func:`copy_table` or by the engine).
+
+    ``plan_batches(run_id, step)`` gives the key ranges (stored in the target on first
+    use); ``apply_batch(rng, run_id=, step=)`` applies one range exactly once. Close it
+    (or use ``with``) to release both connections.
+    """
+
+    def __init__(
+        self,
+        source: SQLite | Postgres,
+        target: Postgres,
+        spec: CopySpec | TableMap,
+        *,
+        batch_size: int = 10_000,
+    ) -> None:
+        self.spec = spec if isinstance(spec, CopySpec) else CopySpec(spec)
+        self.mapping = self.spec.mapping
+        if batch_size <= 0:
+            raise BadInput("batch_size must be positive")
+        self.batch_size = batch_size
+        self.source_db = source
+        self.target_db = target
+        self.src = open_source(source, self.mapping.source, self.mapping.source_key)
+        try:
+            self.conn = target._open()
+            self.target = TargetTable.load(self.conn, self.mapping.target, self.mapping.key)
+            self.conn.rollback()
+            self.mapper: RowMapper = self.mapping.bind(self.target.kinds(), self.src.columns)
+        except BaseException:
+            self.close()
+            raise
+        self._losers: dict[tuple[Any, ...], str] | None = None
+        self.duplicates: list[Reject] = []
+        self._stage = f"_hr_stage_{abs(hash(self.mapping.name)) % 10**8}"
+        self._stage_ready = False
+        self._merge_sql = self._build_merge()
+        self._line = None if self.mapper.has_compute else _line_function(self.mapper)
+        self._key_source_index = []
+        for k in self.mapping.key:
+            b = self.mapper.columns[self.mapper.targets.index(k)]
+            self._key_source_index.append(b.source_index if b.source_index is not None else -1)
+
+    def __enter__(self) -> CopyJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.src.close()
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+    # -- planning ---------------------------------------------------------------------
+    def plan_batches(self, run_id: str | None = None, step: str | None = None) -> list[KeyRange]:
+        """The key ranges, ``batch_size`` source rows each; the last is open-ended.
+
+        With ``run_id`` and ``step`` the plan is stored in the target the first time and
+        read back afterwards, so a resumed copy replays the very same ranges.
+        """
+        if run_id is not None and step is not None:
+            stored = self._stored_plan(run_id, step)
+            if stored is not None:
+                return stored
+        bounds = self.src.boundaries(self.batch_size, self.mapping.where)
+        ranges: list[KeyRange] = []
+        lo: tuple[Any, ...] | None = None
+        for i, b in enumerate(bounds):
+            ranges.append(KeyRange(i, lo, b))
+            lo = b
+        ranges.append(KeyRange(len(bounds), lo, None))
+        if run_id is not None and step is not None:
+            ranges = self._store_plan(run_id, step, ranges)
+        return ranges
+
+    def _stored_plan(self, run_id: str, step: str) -> list[KeyRange] | None:
+        row = self.conn.execute("SELECT to_regclass(%s)", (PLANS_TABLE,)).fetchone()
+        if row is None or row[0] is None:
+            self.conn.rollback()
+            return None
+        got = self.conn.execute(
+            f"SELECT plan FROM {PLANS_TABLE} WHERE run_id = %s AND step = %s", (run_id, step)
+        ).fetchone()
+        self.conn.rollback()
+        return [KeyRange.from_json(r) for r in got[0]] if got else None
+
+    def _store_plan(self, run_id: str, step: str, ranges: list[KeyRange]) -> list[KeyRange]:
+        plan = json.loads(json.dumps([r.to_json() for r in ranges], default=str))
+        with self.conn.transaction():
+            Postgres.ensure_ledger(self.conn)
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {PLANS_TABLE} (run_id text, step text, "
+                "plan jsonb NOT NULL, PRIMARY KEY (run_id, step))"
+            )
+            self.conn.execute(
+                f"INSERT INTO {PLANS_TABLE} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (run_id, step, json.dumps(plan)),
+            )
+        return self._stored_plan(run_id, step) or ranges
+
+    def forget_plan(self, run_id: str, step: str) -> None:
+        """Drop the stored plan (after the copy finished or was rolled back)."""
+        row = self.conn.execute("SELECT to_regclass(%s)", (PLANS_TABLE,)).fetchone()
+        if row and row[0] is not None:
+            self.conn.execute(
+                f"DELETE FROM {PLANS_TABLE} WHERE run_id = %s AND step = %s", (run_id, step)
+            )
+        self.conn.commit()
+
+    # -- duplicates -------------------------------------------------------------------
+    def losers(self) -> dict[tuple[Any, ...], str]:
+        """Source keys of rows that lose to another row with the same natural key."""
+        if self._losers is not None:
+            return self._losers
+        self._losers = {}
+        natural = []
+        for k in self.mapping.key:
+            b = self.mapper.columns[self.mapper.targets.index(k)]
+            if b.source_index is None:
+                raise MappingError(
+                    f"mapping {self.mapping.name}: natural key column {k!r} is computed; "
+                    "it must come from a source column"
+                )
+            natural.append(self.mapper.select[b.source_index])
+        if set(natural) >= set(self.src.key):
+            return self._losers  # the natural key contains the source key: unique
+        order = list(self.mapping.order_by)
+        rows = self.src.duplicates(natural, order, self.mapping.where)
+        nn, nk = len(natural), len(self.src.key)
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(r[:nn]), []).append(tuple(r))
+
+        def rank(r: tuple[Any, ...]) -> tuple[Any, ...]:
+            vals = [*r[nn + nk :], *r[nn : nn + nk]]
+            return tuple((v is not None, str(type(v).__name__), v) for v in vals)
+
+        for nat in sorted(groups, key=lambda t: [str(v) for v in t]):
+            members = sorted(groups[nat], key=rank)
+            winner = members[-1]
+            for m in members[:-1]:
+                skey = tuple(m[nn : nn + nk])
+                self._losers[skey] = key_text(winner[nn : nn + nk])
+                self.duplicates.append(
+                    Reject(
+                        self.mapping.source,
+                        key_text(nat),
+                        f"duplicate natural key: source row {key_text(skey)} superseded by "
+                        f"row {key_text(winner[nn : nn + nk])}"
+                        + (f" (last by {', '.join(order)})" if order else ""),
+                    )
+                )
+        return self._losers
+
+    # -- one batch --------------------------------------------------------------------
+    def prepare(self, rng: KeyRange) -> Prepared:
+        """Read and convert one range."""
+        raw = self.src.read(self.mapper.select, rng.lo, rng.hi, self.mapping.where)
+        return self.convert_rows(raw)
+
+    def convert_rows(self, raw: Sequence[Sequence[Any]]) -> Prepared:
+        """Convert source rows (``select`` columns, then the source key), in key order.
+
+        Losers of duplicate natural keys are dropped; within the rows, a natural key seen
+        twice after conversion keeps the later row (reported as a duplicate).
+        """
+        losers = self.losers()
+        nk = len(self.src.key)
+        out: dict[tuple[Any, ...], str] = {}
+        rejects: list[Reject] = []
+        line = self._line
+        kidx = self._key_source_index
+        for r in raw:
+            if losers and tuple(r[-nk:]) in losers:
+                continue
+            text: str | None = None
+            key: tuple[Any, ...]
+            if line is not None:
+                try:
+                    text = line(r)
+                    key = tuple([r[i] for i in kidx])
+                except Exception:
+                    text = None
+            if text is None:
+                got = self.mapper.convert(r[:-nk], source_key=key_text(r[-nk:]))
+                if not isinstance(got, Converted):
+                    rejects.append(got)
+                    continue
+                key = got.key
+                text = ",".join([_csv_field(v) for v in got.values]) + "\n"
+            if key in out:
+                self.duplicates.append(
+                    Reject(
+                        self.mapping.source,
+                        key_text(key),
+                        f"duplicate natural key after conversion: source row "
+                        f"{key_text(r[-nk:])} supersedes an earlier one",
+                    )
+                )
+                del out[key]
+            out[key] = text
+        return Prepared(list(out.values()), list(out), rejects, len(raw))
+
+    def apply_batch(self, rng: KeyRange, *, run_id: str, step: str) -> BatchResult:
+        """Read, convert and merge one range, with its ledger row, in one transaction."""
+        return self.write_batch(rng.batch, self.prepare(rng), run_id=run_id, step=step)
+
+    def write_batch(self, batch: int, prep: Prepared, *, run_id: str, step: str) -> BatchResult:
+        """Stage and merge a prepared batch and mark it in the ledger, in one transaction."""
+        res = BatchResult(batch, read=prep.read, rejects=list(prep.rejects))
+        conn = self.conn
+        try:
+            with conn.transaction():
+                if prep.lines:
+                    self._stage_lines(prep.lines)
+                    ins, upd = self._merge(0, len(prep.lines) - 1, prep.keys, res.rejects)
+                    res.inserted, res.updated = ins, upd
+                refused = len(res.rejects) - len(prep.rejects)
+                res.unchanged = len(prep.lines) - res.changed - refused
+                Postgres.ledger_mark(
+                    conn,
+                    run_id,
+                    step,
+                    batch,
+                    res.changed,
+                    [{"key": r.key, "reason": r.reason} for r in res.rejects] or None,
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            if "ledger" in str(exc):
+                raise StepFailed(
+                    f"batch {batch} of step {step!r} in run {run_id} was already applied; "
+                    "it was not applied again"
+                ) from None
+            raise
+        except psycopg.errors.LockNotAvailable as exc:
+            raise self.target_db._lock_error(exc, None) from None
+        return res
+
+    def _stage_lines(self, lines: list[str]) -> None:
+        self._ensure_stage()
+        data = "".join([f"{n},{line}" for n, line in enumerate(lines)])
+        with self.conn.cursor().copy(f"COPY {self._stage} FROM STDIN (FORMAT csv)".encode()) as cp:
+            cp.write(data)
+
+    def _ensure_stage(self) -> None:
+        if self._stage_ready:
+            return
+        cols = ", ".join(f"{quote_ident(t)} text" for t in self.mapper.targets)
+        self.conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} (_hr_n integer, {cols}) "
+            "ON COMMIT DELETE ROWS".encode()
+        )
+        self._stage_ready = True
+
+    def _build_merge(self) -> str:
+        targets = self.mapper.targets
+        types = self.target.types
+        casts = ", ".join(f"s.{quote_ident(c)}::{types[c]}" for c in targets)
+        collist = ", ".join(quote_ident(c) for c in targets)
+        key = ", ".join(quote_ident(c) for c in self.mapping.key)
+        rest = [c for c in targets if c not in self.mapping.key]
+        if self.spec.on_conflict == "nothing" or not rest:
+            action = "DO NOTHING"
+        else:
+
+            def cmp(prefix: str, c: str) -> str:
+                # json has no equality operator; compare its text
+                ref = f"{prefix}.{quote_ident(c)}"
+                return f"{ref}::text" if types[c] == "json" else ref
+
+            sets = ", ".join(f"{quote_ident(c)} = excluded.{quote_ident(c)}" for c in rest)
+            old = ", ".join(cmp("t", c) for c in rest)
+            new = ", ".join(cmp("excluded", c) for c in rest)
+            action = f"DO UPDATE SET {sets} WHERE ({old}, NULL) IS DISTINCT FROM ({new}, NULL)"
+        return (
+            f"WITH m AS (INSERT INTO {self.target.rel} AS t ({collist}) "
+            f"SELECT {casts} FROM {self._stage} s WHERE s._hr_n BETWEEN %s AND %s "
+            f"ORDER BY s._hr_n ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS ins) "
+            "SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM m"
+        )
+
+    def _merge(
+        self, lo: int, hi: int, keys: list[tuple[Any, ...]], rejects: list[Reject]
+    ) -> tuple[int, int]:
+        """Merge staged rows ``lo..hi``; on a row-level error, bisect to isolate it."""
+        try:
+            with self.conn.transaction():  # a savepoint
+                row = self.conn.execute(self._merge_sql.encode(), (lo, hi)).fetchone()
+                return (int(row[0]), int(row[1])) if row else (0, 0)
+        except _BISECT_ERRORS as exc:
+            if lo == hi:
+                diag = exc.diag
+                reason = diag.message_primary or str(exc)
+                if diag.message_detail:
+                    reason += f" ({diag.message_detail})"
+                rejects.append(Reject(self.mapping.source, key_text(keys[lo]), reason))
+                return (0, 0)
+            mid = (lo + hi) // 2
+            a = self._merge(lo, mid, keys, rejects)
+            b = self._merge(mid + 1, hi, keys, rejects)
+            return (a[0] + b[0], a[1] + b[1])
+
+    def committed(self, run_id: str, step: str) -> set[int]:
+        return self.target_db.ledger_batches(run_id, step)
+
+
+def copy_table(
+    source: SQLite | Postgres,
+    target: Postgres,
+    spec: CopySpec | TableMap,
+    *,
+    run_id: str,
+    step: str,
+    batch_size: int = 10_000,
+    on_batch: Callable[[int, int, list[Reject]], None] | None = None,
+    pipeline: bool = True,
+) -> CopyResult:
+    """Copy (upsert) a whole table, batch by batch, exactly once per ``(run_id, step)``.
+
+    Batches the target's ledger already holds are skipped, so calling it again after a
+    crash resumes. ``on_batch(batch_no, rows_read, rejects)`` is called after each batch
+    commits. With ``pipeline`` the next batch is read and converted while the database
+    merges the current one (a second thread; commits stay in batch order).
+    """
+    started = time.monotonic()
+    result = CopyResult()
+    with CopyJob(source, target, spec, batch_size=batch_size) as job:
+        ranges = job.plan_batches(run_id, step)
+        done = job.committed(run_id, step)
+        job.losers()
+        todo = [r for r in ranges if r.batch not in done]
+        for r in ranges:
+            if r.batch in done:
+                result.add(BatchResult(r.batch, skipped=True))
+        result.rejects.extend(
+            Reject(job.mapping.source, d["key"], d["reason"])
+            for d in target.ledger_rejects(run_id, step)
+        )
+
+        def finish(b: BatchResult) -> None:
+            result.add(b)
+            if on_batch is not None:
+                on_batch(b.batch, b.read, b.rejects)
+
+        if not pipeline:
+            for r in todo:
+                finish(job.apply_batch(r, run_id=run_id, step=step))
+        else:
+            for b in _pipelined(job, todo, run_id, step):
+                finish(b)
+        result.duplicates = list(job.duplicates)
+        job.forget_plan(run_id, step)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _pipelined(job: CopyJob, todo: list[KeyRange], run_id: str, step: str) -> Iterator[BatchResult]:
+    """Prepare batches in a reader thread while this thread writes them, in order."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            for r in todo:
+                if stop.is_set():
+                    return
+                q.put((r, job.prepare(r)))
+            q.put(None)
+        except BaseException as exc:  # handed to the writer, re-raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=reader, name="handrail-copy-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            rng, prep = item
+            yield job.write_batch(rng.batch, prep, run_id=run_id, step=step)
+    finally:
+        stop.set()
+        with suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        thread.join(timeout=30)
+
+
+def upsert_rows(
+    job: CopyJob, source_rows: Sequence[Sequence[Any]]
+) -> tuple[int, int, list[Reject]]:
+    """Convert and merge given source rows (``select`` columns, then the source key) in
+    one transaction, without the ledger: (inserted, updated, rejects). For reconcile."""
+    prep = job.convert_rows(source_rows)
+    rejects = list(prep.rejects)
+    if not prep.lines:
+        return 0, 0, rejects
+    with job.conn.transaction():
+        job._stage_lines(prep.lines)
+        ins, upd = job._merge(0, len(prep.lines) - 1, prep.keys, rejects)
+    return ins, upd, rejects
