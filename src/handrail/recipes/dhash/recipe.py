@@ -95,7 +95,9 @@ class HashImages(Step):
     def _paths(self, ctx: StepContext) -> list[str]:
         lib = ctx.use(self.library)
         images = _images(lib.read(), lib.path)
-        root = lib.path.parent
+        # Relative paths are relative to where the library lives, not to a rehearsal's
+        # clone of it: the images are read, never written, and are not cloned.
+        root = self.library.path.parent
         out = []
         for img in images:
             p = img.get("path") or img.get("filename")
