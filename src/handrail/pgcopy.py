@@ -537,6 +537,54 @@ class Prepared:
     read: int
 
 
+def find_losers(
+    src: _Source, mapping: TableMap, mapper: RowMapper
+) -> tuple[dict[tuple[Any, ...], str], list[Reject]]:
+    """Rows sharing a natural key: the last by ``order_by`` (then the source key) wins.
+
+    Returns {source key of each loser: winner's source key} and one report per loser.
+    """
+    losers: dict[tuple[Any, ...], str] = {}
+    reports: list[Reject] = []
+    natural = []
+    for k in mapping.key:
+        b = mapper.columns[mapper.targets.index(k)]
+        if b.source_index is None:
+            raise MappingError(
+                f"mapping {mapping.name}: natural key column {k!r} is computed; "
+                "it must come from a source column"
+            )
+        natural.append(mapper.select[b.source_index])
+    if set(natural) >= set(src.key):
+        return losers, reports  # the natural key contains the source key: unique
+    order = list(mapping.order_by)
+    rows = src.duplicates(natural, order, mapping.where)
+    nn, nk = len(natural), len(src.key)
+    groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[:nn]), []).append(tuple(r))
+
+    def rank(r: tuple[Any, ...]) -> tuple[Any, ...]:
+        vals = [*r[nn + nk :], *r[nn : nn + nk]]
+        return tuple((v is not None, type(v).__name__, v) for v in vals)
+
+    for nat in sorted(groups, key=lambda t: [str(v) for v in t]):
+        members = sorted(groups[nat], key=rank)
+        winner = key_text(members[-1][nn : nn + nk])
+        for m in members[:-1]:
+            skey = tuple(m[nn : nn + nk])
+            losers[skey] = winner
+            reports.append(
+                Reject(
+                    mapping.source,
+                    key_text(nat),
+                    f"duplicate natural key: source row {key_text(skey)} superseded by "
+                    f"row {winner}" + (f" (last by {', '.join(order)})" if order else ""),
+                )
+            )
+    return losers, reports
+
+
 # -- the job -----------------------------------------------------------------------------
 class CopyJob:
     """One table copy, driven batch by batch (by :func:`copy_table` or by the engine).
@@ -654,46 +702,9 @@ class CopyJob:
     # -- duplicates -------------------------------------------------------------------
     def losers(self) -> dict[tuple[Any, ...], str]:
         """Source keys of rows that lose to another row with the same natural key."""
-        if self._losers is not None:
-            return self._losers
-        self._losers = {}
-        natural = []
-        for k in self.mapping.key:
-            b = self.mapper.columns[self.mapper.targets.index(k)]
-            if b.source_index is None:
-                raise MappingError(
-                    f"mapping {self.mapping.name}: natural key column {k!r} is computed; "
-                    "it must come from a source column"
-                )
-            natural.append(self.mapper.select[b.source_index])
-        if set(natural) >= set(self.src.key):
-            return self._losers  # the natural key contains the source key: unique
-        order = list(self.mapping.order_by)
-        rows = self.src.duplicates(natural, order, self.mapping.where)
-        nn, nk = len(natural), len(self.src.key)
-        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-        for r in rows:
-            groups.setdefault(tuple(r[:nn]), []).append(tuple(r))
-
-        def rank(r: tuple[Any, ...]) -> tuple[Any, ...]:
-            vals = [*r[nn + nk :], *r[nn : nn + nk]]
-            return tuple((v is not None, str(type(v).__name__), v) for v in vals)
-
-        for nat in sorted(groups, key=lambda t: [str(v) for v in t]):
-            members = sorted(groups[nat], key=rank)
-            winner = members[-1]
-            for m in members[:-1]:
-                skey = tuple(m[nn : nn + nk])
-                self._losers[skey] = key_text(winner[nn : nn + nk])
-                self.duplicates.append(
-                    Reject(
-                        self.mapping.source,
-                        key_text(nat),
-                        f"duplicate natural key: source row {key_text(skey)} superseded by "
-                        f"row {key_text(winner[nn : nn + nk])}"
-                        + (f" (last by {', '.join(order)})" if order else ""),
-                    )
-                )
+        if self._losers is None:
+            self._losers, dups = find_losers(self.src, self.mapping, self.mapper)
+            self.duplicates.extend(dups)
         return self._losers
 
     # -- one batch --------------------------------------------------------------------

@@ -268,6 +268,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
 def _to_json(v: Any) -> JsonText | None:
     if v is None:
         return None
@@ -280,7 +283,7 @@ def _to_json(v: Any) -> JsonText | None:
         if s == "":
             return None
         try:
-            obj = json.loads(s, parse_float=Decimal, parse_constant=_reject_constant)
+            obj = _DECODER.decode(s)
         except (ValueError, RecursionError):
             obj = {"raw_text": v}
     else:
@@ -439,9 +442,37 @@ def kind_of_sqlite_type(decl: str) -> str:
 
 
 # -- canonical texts ---------------------------------------------------------------------
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), allow_nan=False).encode
+
+
+def _jkey(k: str) -> tuple[int, str]:
+    return (len(k.encode()), k)
+
+
+def _order(o: Any) -> Any:
+    t = type(o)
+    if t is dict:
+        return {k: _order(o[k]) for k in sorted(o, key=_jkey)}
+    if t is list:
+        return [_order(v) for v in o]
+    if t is float:
+        raise TypeError("floats print as numeric: the slow path formats them")
+    return o
+
+
 def jsonb_text(obj: Any) -> str:
     """``obj`` as PostgreSQL prints a ``jsonb`` value: keys ordered by length then bytes,
     ``", "`` and ``": "`` separators, numbers in ``numeric`` form."""
+    try:
+        out = _ENCODE(_order(obj))  # C encoder: all but Decimal and odd types
+    except (TypeError, ValueError):
+        return _jsonb_text(obj)
+    if "\\u0000" in out:
+        return _jsonb_text(obj)
+    return out
+
+
+def _jsonb_text(obj: Any) -> str:
     if obj is None:
         return "null"
     if obj is True:
@@ -461,12 +492,10 @@ def jsonb_text(obj: Any) -> str:
             raise ValueError(f"{obj!r} is not a JSON number")
         return _numeric_text(Decimal(repr(obj)))
     if isinstance(obj, Mapping):
-        items = sorted(
-            ((str(k), v) for k, v in obj.items()), key=lambda kv: (len(kv[0].encode()), kv[0])
-        )
-        return "{" + ", ".join(f"{jsonb_text(k)}: {jsonb_text(v)}" for k, v in items) + "}"
+        items = sorted(((str(k), v) for k, v in obj.items()), key=lambda kv: _jkey(kv[0]))
+        return "{" + ", ".join(f"{_jsonb_text(k)}: {_jsonb_text(v)}" for k, v in items) + "}"
     if isinstance(obj, list | tuple):
-        return "[" + ", ".join(jsonb_text(v) for v in obj) + "]"
+        return "[" + ", ".join(_jsonb_text(v) for v in obj) + "]"
     raise TypeError(f"{type(obj).__name__} is not a JSON value")
 
 
@@ -490,11 +519,8 @@ def float_text(x: float, digits: int = 15) -> str:
 def timestamp_text(dt: datetime) -> str:
     """UTC, ISO 8601 with microseconds and a ``Z``: ``2024-01-02T03:04:05.000000Z``."""
     if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC)
-    return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond:06d}Z"
-    )
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.isoformat(timespec="microseconds") + "Z"
 
 
 def canonical(kind: str, value: Any) -> str | None:

@@ -1,0 +1,678 @@
+"""Prove that a source and a target hold the same rows, and make them so.
+
+:func:`parity` compares the mapped columns of a source table (SQLite or PostgreSQL) with
+a target table (SQLite or PostgreSQL) by natural key, *after* the mapping's conversions:
+each value becomes one canonical text (:func:`handrail.sqlmap.canonical`), so a TEXT
+timestamp copied into TIMESTAMPTZ, or JSON text copied into JSONB, is not a false
+difference.
+
+How. Segment boundaries are every ``segment_rows``-th natural key of the source. Each
+side hashes every segment (``md5`` over the key-ordered row texts):
+
+- PostgreSQL hashes inside the server: one ``GROUP BY width_bucket(key, boundaries)``
+  query with ``md5(string_agg(row_text, E'\\n' ORDER BY key))``; only the digests travel;
+- SQLite builds each row's text in SQL (C), calling Python only for values whose
+  canonical form SQL cannot produce exactly (floats, JSON, unusual timestamps); Python
+  hashes the texts per segment.
+
+Keys order as bytes on both sides (``COLLATE "C"`` in PostgreSQL, SQLite's BINARY).
+Segments whose digests differ are split again (recursively) until they are small, then
+their rows are compared one by one: keys only in the source are *missing*, keys only in
+the target are *extra*, keys in both with other values are *different* (with samples).
+
+Row texts are unambiguous: each value is ``<length>:<text>`` or ``~`` for NULL.
+
+:func:`reconcile` makes a PostgreSQL target equal to the source for the mapped columns
+(upserts for missing and different rows, deletes for extra ones, one transaction), or
+with ``dry_run`` only counts what it would do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from .errors import BadInput
+from .model import Reject
+from .pgcopy import CopyJob, CopySpec, find_losers, open_source, upsert_rows
+from .resources.postgres import Postgres, _split_table, qualified, quote_ident
+from .resources.sqlite import SQLite
+from .sqlmap import (
+    BoundColumn,
+    Column,
+    Converted,
+    MappingError,
+    RowMapper,
+    TableMap,
+    canonical,
+    for_kind,
+    key_text,
+    kind_of_pg_type,
+    kind_of_sqlite_type,
+)
+
+NULL_TOKEN = "~"
+
+
+def token(text: str | None) -> str:
+    """One value of a row text: ``<length>:<text>``, or ``~`` for NULL."""
+    return NULL_TOKEN if text is None else f"{len(text)}:{text}"
+
+
+@dataclass
+class Difference:
+    """A key present on both sides with other values: ``{column: (source, target)}``."""
+
+    key: str
+    columns: dict[str, tuple[str | None, str | None]]
+
+
+@dataclass
+class ParityReport:
+    """What differs, by natural key. ``equal`` when nothing does."""
+
+    source_rows: int = 0
+    target_rows: int = 0
+    segments: int = 0
+    segments_differing: int = 0
+    missing: list[tuple[Any, ...]] = field(default_factory=list)  # in source, not target
+    extra: list[tuple[Any, ...]] = field(default_factory=list)  # in target, not source
+    different: list[tuple[Any, ...]] = field(default_factory=list)
+    samples: list[Difference] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        return not (self.missing or self.extra or self.different)
+
+    def summary(self) -> str:
+        if self.equal:
+            return f"{self.source_rows} rows equal in {self.segments} segments"
+        return (
+            f"{len(self.missing)} missing, {len(self.extra)} extra, "
+            f"{len(self.different)} different (source {self.source_rows} rows, "
+            f"target {self.target_rows})"
+        )
+
+
+# -- sides -------------------------------------------------------------------------------
+Key = tuple[Any, ...]
+Range = tuple[Key | None, Key | None]  # lo <= key < hi (None: unbounded)
+Digests = dict[int, tuple[int, str]]
+
+
+def _md5_lines(lines: list[str]) -> str:
+    return hashlib.md5("\n".join(lines).encode(), usedforsecurity=False).hexdigest()
+
+
+class _Side:
+    """One table seen as canonical rows in natural-key order."""
+
+    columns: list[str]
+
+    def thresholds(self, every: int, rng: Range) -> list[Key]:
+        """Keys in ``rng`` at positions every+1, 2*every+1, ... (segment starts)."""
+        raise NotImplementedError
+
+    def digests(self, bounds: list[Key], rng: Range) -> Digests:
+        """{segment: (rows, md5)}; segment i holds bounds[i-1] <= key < bounds[i]."""
+        raise NotImplementedError
+
+    def rows(self, rng: Range) -> dict[Key, list[str | None]]:
+        """Canonical values of the rows in ``rng``, by key."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _StreamSide(_Side):
+    """Rows streamed in key order as (key..., canonical values...) or (key..., row text);
+    hashed in Python per segment."""
+
+    def __init__(
+        self,
+        columns: list[str],
+        key_len: int,
+        stream: Callable[[Range, bool | None], Iterator[Sequence[Any]]],
+        closer: Callable[[], None],
+    ) -> None:
+        self.columns = columns
+        self.key_len = key_len
+        self._stream = stream  # (range, as_text; None: keys only) -> rows
+        self._closer = closer
+
+    def thresholds(self, every: int, rng: Range) -> list[Key]:
+        out: list[Key] = []
+        nk = self.key_len
+        for n, row in enumerate(self._stream(rng, None)):
+            if n and n % every == 0:
+                out.append(tuple(row[:nk]))
+        return out
+
+    def digests(self, bounds: list[Key], rng: Range) -> Digests:
+        out: Digests = {}
+        nk = self.key_len
+        seg, nxt = 0, (bounds[0] if bounds else None)
+        buf: list[str] = []
+        for row in self._stream(rng, True):
+            if nxt is not None and tuple(row[:nk]) >= nxt:
+                if buf:
+                    out[seg] = (len(buf), _md5_lines(buf))
+                    buf = []
+                key = tuple(row[:nk])
+                while seg < len(bounds) and key >= bounds[seg]:
+                    seg += 1
+                nxt = bounds[seg] if seg < len(bounds) else None
+            buf.append(row[nk])
+        if buf:
+            out[seg] = (len(buf), _md5_lines(buf))
+        return out
+
+    def rows(self, rng: Range) -> dict[Key, list[str | None]]:
+        nk = self.key_len
+        return {tuple(r[:nk]): list(r[nk:]) for r in self._stream(rng, False)}
+
+    def close(self) -> None:
+        self._closer()
+
+
+class _PgSide(_Side):
+    """A PostgreSQL table (one-column key) whose rows are hashed inside the server."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        rel: str,
+        key: str,
+        key_type: str,
+        canon: list[str],
+        columns: list[str],
+    ) -> None:
+        self.conn = conn
+        self.rel = rel
+        self.key = key
+        self.key_type = key_type
+        self.canon = canon
+        self.columns = columns
+        self._k = _keyexpr(key, key_type)
+
+    def _range(self, rng: Range) -> tuple[str, list[Any]]:
+        conds, params = [], []
+        if rng[0] is not None:
+            conds.append(f"{self._k} >= %s")
+            params.append(rng[0][0])
+        if rng[1] is not None:
+            conds.append(f"{self._k} < %s")
+            params.append(rng[1][0])
+        return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+    def thresholds(self, every: int, rng: Range) -> list[Key]:
+        cond, params = self._range(rng)
+        rows = self.conn.execute(
+            f"SELECT k FROM (SELECT {self._k} AS k, row_number() OVER (ORDER BY {self._k}) "
+            f"AS n FROM {self.rel}{cond}) s WHERE n > 1 AND (n - 1) % {int(every)} = 0 "
+            "ORDER BY 1".encode(),
+            params,
+        ).fetchall()
+        return [tuple(r) for r in rows]
+
+    def digests(self, bounds: list[Key], rng: Range) -> Digests:
+        cond, params = self._range(rng)
+        text = " || ".join(_pg_token(e) for e in self.canon) or "''"
+        base = self.key_type.split("(")[0]
+        rows = self.conn.execute(
+            f"SELECT b, count(*), md5(string_agg(r, E'\\n' ORDER BY k)) FROM "
+            f"(SELECT width_bucket({self._k}, %s::{base}[]) AS b, {self._k} AS k, {text} AS r "
+            f"FROM {self.rel}{cond}) s GROUP BY b".encode(),
+            [[b[0] for b in bounds], *params],
+        ).fetchall()
+        return {int(b): (int(n), str(h)) for b, n, h in rows}
+
+    def rows(self, rng: Range) -> dict[Key, list[str | None]]:
+        cond, params = self._range(rng)
+        vals = ", ".join(self.canon) or "NULL"
+        rows = self.conn.execute(
+            f"SELECT {quote_ident(self.key)}, {vals} FROM {self.rel}{cond}".encode(), params
+        ).fetchall()
+        return {(r[0],): list(r[1:]) for r in rows}
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.conn.close()
+
+
+def _keyexpr(col: str, typ: str) -> str:
+    q = quote_ident(col)
+    return f'{q} COLLATE "C"' if kind_of_pg_type(typ) == "text" else q
+
+
+# -- canonical SQL per kind --------------------------------------------------------------
+def _pg_canon(col: str, kind: str) -> str:
+    """PostgreSQL text of a stored value of ``kind``, equal to :func:`canonical` (the
+    session has ``extra_float_digits = 0``, so floats print with 15/6 digits)."""
+    c = quote_ident(col)
+    ts = '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\''
+    return {
+        "text": f"{c}::text",
+        "int": f"{c}::text",
+        "float": f"{c}::float8::text",
+        "float4": f"{c}::float4::text",
+        "numeric": f"{c}::numeric::text",
+        "bool": f"CASE WHEN {c} THEN 't' WHEN NOT {c} THEN 'f' END",
+        "timestamp": f"to_char({c}::timestamptz AT TIME ZONE 'UTC', {ts})",
+        "date": f"to_char({c}, 'YYYY-MM-DD')",
+        "json": f"{c}::jsonb::text",
+        "bytes": f"encode({c}, 'hex')",
+        "uuid": f"lower({c}::text)",
+    }.get(kind, f"{c}::text")
+
+
+def _pg_token(expr: str) -> str:
+    return f"coalesce(length({expr})::text || ':' || {expr}, '~')"
+
+
+_D = "[0-9]"
+_ISO_SECONDS = f"{_D * 4}-{_D * 2}-{_D * 2}[ T]{_D * 2}:{_D * 2}:{_D * 2}"
+
+
+def _sqlite_token(col: str, kind: str, py: str, default_conversion: bool) -> str:
+    """SQLite SQL for the token of a raw value converted to ``kind``. SQL handles only
+    the values whose canonical text it produces exactly like Python; ``py`` (a registered
+    Python function) handles every other value."""
+    c = quote_ident(col)
+
+    def tok(e: str) -> str:
+        return f"length({e}) || ':' || {e}"
+
+    if not default_conversion:
+        return py
+    if kind == "text":
+        return (
+            f"CASE typeof({c}) WHEN 'null' THEN '~' WHEN 'text' THEN {tok(c)} "
+            f"WHEN 'integer' THEN {tok(f'CAST({c} AS TEXT)')} ELSE {py} END"
+        )
+    if kind == "int":
+        return (
+            f"CASE typeof({c}) WHEN 'null' THEN '~' "
+            f"WHEN 'integer' THEN {tok(f'CAST({c} AS TEXT)')} ELSE {py} END"
+        )
+    if kind == "bool":
+        return (
+            f"CASE WHEN {c} IS NULL THEN '~' WHEN typeof({c}) = 'integer' AND {c} = 1 "
+            f"THEN '1:t' WHEN typeof({c}) = 'integer' AND {c} = 0 THEN '1:f' ELSE {py} END"
+        )
+    if kind == "timestamp":
+        # 'YYYY-MM-DD HH:MM:SS' (or with T, or a trailing Z), valid as a date: SQLite
+        # normalizes 02-30 to 03-01, so the round trip must give the same text
+        valid = f"strftime('%Y-%m-%d %H:%M:%S', {c}) = replace(substr({c}, 1, 19), 'T', ' ')"
+        return (
+            f"CASE WHEN {c} IS NULL THEN '~' "
+            f"WHEN typeof({c}) = 'text' AND ({c} GLOB '{_ISO_SECONDS}' "
+            f"OR {c} GLOB '{_ISO_SECONDS}Z') AND {valid} "
+            f"THEN '27:' || substr({c}, 1, 10) || 'T' || substr({c}, 12, 8) || '.000000Z' "
+            f"WHEN typeof({c}) = 'integer' AND {c} BETWEEN 0 AND 99999999999 "
+            f"THEN '27:' || strftime('%Y-%m-%dT%H:%M:%S.000000Z', {c}, 'unixepoch') "
+            f"ELSE {py} END"
+        )
+    return py
+
+
+def _untoken(t: str | None) -> str | None:
+    if t is None or t == NULL_TOKEN:
+        return None
+    if t.startswith("!"):
+        return t
+    return t.split(":", 1)[1]
+
+
+def _py_token(b: BoundColumn) -> Callable[[Any], str]:
+    """The exact token of a raw value, in Python (called from SQLite's SQL)."""
+    conv, kind = b.convert.fn, b.kind
+
+    def generic(v: Any) -> str:
+        try:
+            return token(canonical(kind, conv(v)))
+        except Exception as exc:  # a reject: a text no stored value can have
+            return f"!reject: {exc}"
+
+    if not _is_default(b):
+        return generic
+    if kind == "float":
+
+        def real(v: Any) -> str:
+            if type(v) is float and math.isfinite(v):
+                t = f"{v:.15g}"
+                return f"{len(t)}:{t}"
+            return generic(v)
+
+        return real
+    if kind == "timestamp":
+
+        def ts(v: Any) -> str:
+            if type(v) is str and v[4:5] == "-":
+                try:
+                    d = datetime.fromisoformat(v)
+                except ValueError:
+                    return generic(v)
+                if d.tzinfo is not None:
+                    d = d.astimezone(UTC).replace(tzinfo=None)
+                return "27:" + d.isoformat(timespec="microseconds") + "Z"
+            return generic(v)
+
+        return ts
+    return generic
+
+
+# -- building the sides ------------------------------------------------------------------
+def _table_kinds(db: SQLite | Postgres, table: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(kinds, declared types) of a table's columns."""
+    if isinstance(db, Postgres):
+        with db.connect() as conn:
+            schema, name = _split_table(table)
+            rows = conn.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+                "ORDER BY a.attnum",
+                (qualified(schema, name),),
+            ).fetchall()
+        if not rows:
+            raise MappingError(f"{db.name}: table {table!r} does not exist")
+        return {r[0]: kind_of_pg_type(r[1]) for r in rows}, {r[0]: r[1] for r in rows}
+    if not db.path.exists():
+        raise BadInput(f"{db.name}: database {db.path} does not exist")
+    with closing(sqlite3.connect(f"file:{db.path}?mode=ro", uri=True)) as conn:
+        info = conn.execute(f"PRAGMA table_info({quote_ident(table)})").fetchall()
+    if not info:
+        raise MappingError(f"{db.name}: table {table!r} does not exist in {db.path}")
+    decl = {r[1]: str(r[2] or "") for r in info}
+    return {c: kind_of_sqlite_type(d) for c, d in decl.items()}, decl
+
+
+def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _Side:
+    """A side converted by ``mapper`` and streamed in natural-key order (losers of
+    duplicate natural keys left out, as a copy leaves them out)."""
+    src = open_source(db, spec.source, spec.source_key)
+    try:
+        losers = set(find_losers(src, spec, mapper)[0])
+    except BaseException:
+        src.close()
+        raise
+    natural = [mapper.select[_source_index(mapper, k)] for k in spec.key]
+    nn, nsk = len(natural), len(src.key)
+    is_sqlite = isinstance(db, SQLite)
+    ph = "?" if is_sqlite else "%s"
+    if is_sqlite:
+        korder = ", ".join(quote_ident(k) for k in natural)
+    else:
+        types: dict[str, str] = getattr(src, "_types", {})
+        korder = ", ".join(_keyexpr(k, types.get(k, "text")) for k in natural)
+    keys_sel = ", ".join(quote_ident(k) for k in [*natural, *src.key])
+    conn: Any = getattr(src, "conn", None)
+
+    tokens: list[str] | None = None
+    if is_sqlite and not mapper.has_compute:
+        tokens = []
+        for i, b in enumerate(mapper.columns):
+            fn = f"hr_tok_{i}"
+            conn.create_function(fn, 1, _py_token(b), deterministic=True)
+            col = mapper.select[b.source_index or 0]
+            tokens.append(_sqlite_token(col, b.kind, f"{fn}({quote_ident(col)})", _is_default(b)))
+    raw_sel = ", ".join(src.select_expr(c) for c in mapper.select)
+
+    def where(rng: Range) -> tuple[str, list[Any]]:
+        parts, params = [], []
+        if rng[0] is not None:
+            parts.append(f"({korder}) >= ({', '.join([ph] * nn)})")
+            params += list(rng[0])
+        if rng[1] is not None:
+            parts.append(f"({korder}) < ({', '.join([ph] * nn)})")
+            params += list(rng[1])
+        if spec.where:
+            parts.append(f"({spec.where})")
+        return (" WHERE " + " AND ".join(parts)) if parts else "", params
+
+    def stream(rng: Range, as_text: bool | None) -> Iterator[Sequence[Any]]:
+        cond, params = where(rng)
+        if as_text is None:  # keys only
+            query = f"SELECT {keys_sel} FROM {src.rel}{cond} ORDER BY {korder}"
+            cur = conn.execute(query if is_sqlite else query.encode(), params)
+            while batch := cur.fetchmany(10000):
+                for row in batch:
+                    if not losers or tuple(row[nn:]) not in losers:
+                        yield row
+            return
+        if tokens is not None:
+            sel = " || ".join(tokens) if as_text else ", ".join(tokens)
+        else:
+            sel = raw_sel
+        query = f"SELECT {keys_sel}, {sel} FROM {src.rel}{cond} ORDER BY {korder}"
+        cur = conn.execute(query if is_sqlite else query.encode(), params)
+        while batch := cur.fetchmany(5000):
+            for row in batch:
+                if losers and tuple(row[nn : nn + nsk]) in losers:
+                    continue
+                head = row[:nn]
+                if tokens is not None:
+                    if as_text:
+                        yield (*head, row[-1])
+                    else:
+                        yield (*head, *(_untoken(t) for t in row[nn + nsk :]))
+                    continue
+                got = mapper.convert(row[nn + nsk :])
+                if isinstance(got, Converted):
+                    vals: list[str | None] = mapper.canonical_row(got.values)
+                else:
+                    vals = [f"!reject: {got.reason}"] * len(mapper.columns)
+                if as_text:
+                    yield (*head, "".join(v if v and v[0] == "!" else token(v) for v in vals))
+                else:
+                    yield (*head, *vals)
+
+    return _StreamSide(mapper.targets, nn, stream, src.close)
+
+
+def _source_index(mapper: RowMapper, target: str) -> int:
+    b = mapper.columns[mapper.targets.index(target)]
+    if b.source_index is None:
+        raise MappingError(f"mapping {mapper.spec.name}: natural key {target!r} is computed")
+    return b.source_index
+
+
+def _is_default(b: BoundColumn) -> bool:
+    return b.convert.name == for_kind(b.kind).name
+
+
+def _target_side(
+    db: SQLite | Postgres, spec: TableMap, kinds: dict[str, str], types: dict[str, str]
+) -> _Side:
+    """The target's stored values of the mapped columns, read as their kinds."""
+    if isinstance(db, Postgres) and len(spec.key) == 1:
+        conn = db._open(autocommit=True)
+        for stmt in ("SET extra_float_digits = 0", "SET TimeZone = 'UTC'"):
+            conn.execute(stmt.encode())
+        schema, name = _split_table(spec.target)
+        canon = [_pg_canon(c.target, kinds[c.target]) for c in spec.columns]
+        return _PgSide(
+            conn,
+            qualified(schema, name),
+            spec.key[0],
+            types[spec.key[0]],
+            canon,
+            [c.target for c in spec.columns],
+        )
+    identity = TableMap(
+        spec.target,
+        spec.target,
+        key=spec.key,
+        columns=[Column(c.target, kind=kinds[c.target]) for c in spec.columns],
+        source_key=spec.key,
+    )
+    mapper = identity.bind(kinds, list(types))
+    return _stream_side(db, identity, mapper)
+
+
+# -- the comparison ----------------------------------------------------------------------
+def parity(
+    source: SQLite | Postgres,
+    target: SQLite | Postgres,
+    mapping: TableMap | CopySpec,
+    *,
+    segment_rows: int = 1000,
+    fanout: int = 32,
+    samples: int = 10,
+) -> ParityReport:
+    """Compare the mapped columns of ``source`` and ``target`` by natural key.
+
+    Segments hold about ``segment_rows`` source rows; a differing segment holding more
+    than twice that on either side is split into about ``fanout`` parts and compared
+    again; small ones are compared row by row. ``samples`` differing rows are kept with
+    their values.
+    """
+    spec = mapping.mapping if isinstance(mapping, CopySpec) else mapping
+    kinds, types = _table_kinds(target, spec.target)
+    _, src_types = _table_kinds(source, spec.source)
+    mapper = spec.bind(kinds, list(src_types))
+    for k in spec.key:
+        _source_index(mapper, k)
+    tspec = TableMap(
+        spec.target,
+        spec.target,
+        key=spec.key,
+        columns=[Column(b.target, kind=b.kind) for b in mapper.columns],
+    )
+    tkinds = dict(kinds) | {b.target: b.kind for b in mapper.columns}
+    a = _stream_side(source, spec, mapper)
+    try:
+        b = _target_side(target, tspec, tkinds, types)
+    except BaseException:
+        a.close()
+        raise
+    report = ParityReport()
+    try:
+        bounds = a.thresholds(segment_rows, (None, None))
+        _compare(a, b, (None, None), bounds, segment_rows, fanout, samples, report, top=True)
+    finally:
+        a.close()
+        b.close()
+    return report
+
+
+def _compare(
+    a: _Side,
+    b: _Side,
+    rng: Range,
+    bounds: list[Key],
+    segment_rows: int,
+    fanout: int,
+    samples: int,
+    report: ParityReport,
+    *,
+    top: bool,
+) -> None:
+    da, db = a.digests(bounds, rng), b.digests(bounds, rng)
+    if top:
+        report.segments = len(bounds) + 1
+        report.source_rows = sum(n for n, _ in da.values())
+        report.target_rows = sum(n for n, _ in db.values())
+    for seg in sorted(set(da) | set(db)):
+        if da.get(seg) == db.get(seg):
+            continue
+        if top:
+            report.segments_differing += 1
+        lo = bounds[seg - 1] if seg > 0 else rng[0]
+        hi = bounds[seg] if seg < len(bounds) else rng[1]
+        na, nb = da.get(seg, (0, ""))[0], db.get(seg, (0, ""))[0]
+        bigger = a if na >= nb else b
+        if max(na, nb) > 2 * segment_rows:
+            sub = bigger.thresholds(max(1, max(na, nb) // fanout), (lo, hi))
+            if sub:  # split further
+                _compare(a, b, (lo, hi), sub, segment_rows, fanout, samples, report, top=False)
+                continue
+        _diff_rows(a, b, (lo, hi), samples, report)
+
+
+def _diff_rows(a: _Side, b: _Side, rng: Range, samples: int, report: ParityReport) -> None:
+    ra, rb = a.rows(rng), b.rows(rng)
+    for key in sorted(set(ra) | set(rb)):
+        va, vb = ra.get(key), rb.get(key)
+        if vb is None:
+            report.missing.append(key)
+        elif va is None:
+            report.extra.append(key)
+        elif va != vb:
+            report.different.append(key)
+            if len(report.samples) < samples:
+                cols = {c: (x, y) for c, x, y in zip(a.columns, va, vb, strict=True) if x != y}
+                report.samples.append(Difference(key_text(key), cols))
+
+
+# -- reconcile ---------------------------------------------------------------------------
+@dataclass
+class ReconcileResult:
+    """What reconcile did (or, in a dry run, would do), and parity before and after."""
+
+    dry_run: bool
+    inserts: int = 0
+    updates: int = 0
+    deletes: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    before: ParityReport | None = None
+    after: ParityReport | None = None
+
+
+def reconcile(
+    source: SQLite | Postgres,
+    target: Postgres,
+    mapping: TableMap | CopySpec,
+    *,
+    dry_run: bool = False,
+    segment_rows: int = 1000,
+) -> ReconcileResult:
+    """Make ``target`` equal to ``source`` for the mapped columns, deletions included.
+
+    Missing and different rows are upserted from the source (converted as the copy
+    converts them) and extra rows deleted, in one transaction; then parity runs again
+    (``after``). With ``dry_run`` nothing is written and the counts say what would be.
+    """
+    if not isinstance(target, Postgres):
+        raise BadInput("reconcile writes PostgreSQL targets only")
+    spec = mapping if isinstance(mapping, CopySpec) else CopySpec(mapping)
+    before = parity(source, target, spec, segment_rows=segment_rows)
+    res = ReconcileResult(dry_run, before=before)
+    res.inserts, res.updates, res.deletes = (
+        len(before.missing),
+        len(before.different),
+        len(before.extra),
+    )
+    if dry_run or before.equal:
+        res.after = before
+        return res
+    m = spec.mapping
+    with CopyJob(source, target, spec) as job:
+        natural = [job.mapper.select[_source_index(job.mapper, k)] for k in m.key]
+        wanted = before.missing + before.different
+        deleted = 0
+        with job.conn.transaction():
+            rows = job.src.rows_where_in(job.mapper.select, natural, wanted) if wanted else []
+            ins, upd, rejects = upsert_rows(job, rows)
+            keys = ", ".join(quote_ident(k) for k in m.key)
+            for i in range(0, len(before.extra), 5000):
+                chunk = before.extra[i : i + 5000]
+                ph = ", ".join("(" + ", ".join(["%s"] * len(m.key)) + ")" for _ in chunk)
+                cur = job.conn.execute(
+                    f"DELETE FROM {job.target.rel} WHERE ({keys}) IN (VALUES {ph})".encode(),
+                    [v for t in chunk for v in t],
+                )
+                deleted += max(cur.rowcount, 0)
+        res.inserts, res.updates, res.deletes, res.rejects = ins, upd, deleted, rejects
+    res.after = parity(source, target, spec, segment_rows=segment_rows)
+    return res
