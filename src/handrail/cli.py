@@ -627,8 +627,9 @@ def fingerprint(path: Path, kind: str, parts: bool, as_json: bool) -> None:
 
 def _register_extensions() -> None:
     """Commands that live in their own modules register themselves on ``main``."""
-    from . import cli_reports, cli_review
+    from . import cli_ops, cli_reports, cli_review
 
+    cli_ops.register(main)
     cli_reports.register(main)
     cli_review.register(main)
 
