@@ -108,6 +108,15 @@ def summarize(step: _Computes, rows: Iterable[dict[str, Any]]) -> Plan:
     )
 
 
+def deferred(step: _Computes, why: str) -> Plan:
+    """The dry run of a backfill that depends on what earlier steps create."""
+    return Plan(
+        summary=f"set {', '.join(step.columns)} on {step.table}: planned when the run reaches "
+        f"it (now: {why})",
+        details={"deferred": why},
+    )
+
+
 class Backfill(SQLiteStep):
     """Set ``columns`` of the rows of ``table`` selected by ``where`` to what ``compute``
     returns.
@@ -178,11 +187,16 @@ class Backfill(SQLiteStep):
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:
             conn.row_factory = sqlite3.Row
-            cur = conn.execute(
-                f"SELECT {self._select()} FROM {quote_ident(self.table)} {self._where()} "
-                f"ORDER BY {quote_ident(self.key)}",
-                self.where_params,
-            )
+            try:
+                cur = conn.execute(
+                    f"SELECT {self._select()} FROM {quote_ident(self.table)} {self._where()} "
+                    f"ORDER BY {quote_ident(self.key)}",
+                    self.where_params,
+                )
+            except sqlite3.OperationalError as exc:
+                # A column an earlier step adds: the run plans this step again when it gets
+                # there (its plan gates always see the real state right before it).
+                return deferred(self, str(exc))
             return summarize(self, (dict(r) for r in cur))
 
     def items(self, ctx: StepContext) -> list[Any] | None:

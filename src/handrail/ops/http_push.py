@@ -569,11 +569,14 @@ class HTTPPush(Step):
             confirmed = store.rows([ItemStatus.CONFIRMED])
         finally:
             store.close()
+        # Requests, retries, throttling and unknown outcomes of this execution (after a
+        # resume: since the resume).
+        requests = dict(self._remote(ctx).stats)
         results = [
             CheckResult(
                 f"{self.name}: every item confirmed",
                 Outcome.FAIL if unfinished else Outcome.PASS,
-                {"counts": counts},
+                {"counts": counts, "requests": requests},
                 f"{unfinished} item(s) not confirmed" if unfinished else "",
             )
         ]

@@ -13,12 +13,14 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+
 from ..context import StepContext
 from ..errors import RollbackConflict, RunbookError
 from ..model import Plan
 from ..resources.postgres import HANDRAIL_SCHEMA, Postgres, quote_ident
 from ..runbook import Step, describe_callable
-from .backfill import Compute, changed_values, summarize
+from .backfill import Compute, changed_values, deferred, summarize
 
 
 class PgBackfill(Step):
@@ -98,11 +100,14 @@ class PgBackfill(Step):
         with db.connect() as conn:
             conn.read_only = True
             cur = conn.cursor(row_factory=_dict_rows)
-            cur.execute(
-                f"SELECT {self._select()} FROM {self._t()} {self._where()} "
-                f"ORDER BY {quote_ident(self.key)}".encode(),
-                self.where_params,
-            )
+            try:
+                cur.execute(
+                    f"SELECT {self._select()} FROM {self._t()} {self._where()} "
+                    f"ORDER BY {quote_ident(self.key)}".encode(),
+                    self.where_params,
+                )
+            except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable) as exc:
+                return deferred(self, str(exc).splitlines()[0])
             rows = cur.fetchall()
         return summarize(self, rows)
 
