@@ -13,7 +13,7 @@ those and on a varied sample library (sizes, formats, pixel modes, EXIF orientat
 
 All pairs within ``--radius`` (15) on 100,000 and 1,000,000 random 64-bit hashes with planted
 near pairs:
-    handrail find_pairs  blocked NumPy, threads
+    handrail find_pairs  blocked NumPy, worker processes
     NumPy loop           one row at a time against all later rows (extrapolated from evenly
                          spaced rows when ``--loop-rows`` is below n; the output says so)
     faiss                ``IndexBinaryFlat.range_search`` (OpenMP), filtered to i < j
@@ -279,7 +279,7 @@ def bench_pairs(n: int, radius: int, workers: int, loop_rows: int, use_faiss: bo
 
     start = time.perf_counter()
     ours = find_pairs(h, radius, workers=workers)
-    rows.append((f"handrail find_pairs, {workers} threads", time.perf_counter() - start, ""))
+    rows.append((f"handrail find_pairs, {workers} processes", time.perf_counter() - start, ""))
     our_set = np.stack([ours.i, ours.j], axis=1)
     note = f"{len(ours):,} pairs found"
 

@@ -40,29 +40,32 @@ def with_near_pairs(seed: int, n: int, planted: int) -> NDArray[np.uint64]:
 # Tiny blocks make every boundary case (partial row block, diagonal block, last column block)
 # happen many times on a few hundred hashes.
 SMALL_BLOCKS = {"BLOCK_ROWS": 3, "BLOCK_COLS": 7, "TASK_ROWS": 5}
+# Worker processes even for tiny inputs, so the tests exercise the pool.
+ALWAYS_POOL = {"PROCESS_MIN_PAIRS": 0}
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    n=st.integers(0, 120),
-    radius=st.integers(0, 20),
-    workers=st.sampled_from([1, 2]),
-)
-def test_equals_naive_reference_with_small_blocks(
-    seed: int, n: int, radius: int, workers: int
-) -> None:
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 120), radius=st.integers(0, 20))
+def test_equals_naive_reference_with_small_blocks(seed: int, n: int, radius: int) -> None:
     h = with_near_pairs(seed, n, planted=n // 3)
     with mock.patch.multiple(pairs_mod, **SMALL_BLOCKS):
-        got = find_pairs(h, radius, workers=workers)
+        got = find_pairs(h, radius, workers=1)
     assert got.tolist() == naive(h, radius)
+
+
+def test_worker_processes_equal_naive_reference_with_small_blocks() -> None:
+    h = with_near_pairs(4, 230, planted=80)
+    with mock.patch.multiple(pairs_mod, **SMALL_BLOCKS, **ALWAYS_POOL):
+        got = find_pairs(h, 13, workers=2)
+    assert got.tolist() == naive(h, 13)
 
 
 def test_equals_naive_reference_with_real_blocks() -> None:
     h = with_near_pairs(1, 1500, planted=300)
     expected = naive(h, 15)
     assert len(expected) >= 250  # most planted pairs are within 15
-    assert find_pairs(h, 15, workers=2).tolist() == expected
+    with mock.patch.multiple(pairs_mod, **ALWAYS_POOL):
+        assert find_pairs(h, 15, workers=2).tolist() == expected
     assert find_pairs(h, 15, workers=1).tolist() == expected
 
 
@@ -85,7 +88,7 @@ def test_within_and_types() -> None:
 
 def test_progress_counts_every_comparison() -> None:
     calls: list[tuple[int, int]] = []
-    with mock.patch.multiple(pairs_mod, **SMALL_BLOCKS):
+    with mock.patch.multiple(pairs_mod, **SMALL_BLOCKS, **ALWAYS_POOL):
         find_pairs(
             with_near_pairs(0, 53, 5), 10, workers=2, on_progress=lambda d, t: calls.append((d, t))
         )

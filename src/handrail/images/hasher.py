@@ -12,7 +12,6 @@ a bounded number of chunks in flight, so memory stays flat however long the list
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import sqlite3
 import time
@@ -25,6 +24,7 @@ from types import TracebackType
 
 from PIL import Image
 
+from ._pool import context, default_workers
 from .dhash import DEFAULT_MAX_PIXELS, MODES, HashError, ImageHash, Mode, Reason, dhash_file
 
 __all__ = ["HashCache", "HashRun", "ProgressCallback", "default_workers", "hash_files"]
@@ -54,21 +54,13 @@ CREATE TABLE IF NOT EXISTS dhash_cache (
 """
 
 
-def default_workers() -> int:
-    """The CPUs this process may run on (honours affinity masks and container limits)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 @dataclass(slots=True)
 class HashRun:
     """The outcome of :func:`hash_files`: results and errors in input order, and timings."""
 
     results: list[ImageHash] = field(default_factory=list)
     errors: list[HashError] = field(default_factory=list)
-    hashed: int = 0  # files decoded in this run
+    hashed: int = 0  # files opened (or tried: missing ones too) in this run
     cached: int = 0  # files answered by the cache
     seconds: float = 0.0  # wall time of the whole call
     timings: list[float] = field(default_factory=list)  # per-image seconds, hashed files only
@@ -278,13 +270,8 @@ def hash_files(
             for chunk in _chunks(todo, size):
                 finished(_hash_chunk(chunk, mode, max_pixels))
         else:
-            context = multiprocessing.get_context(start_method)
-            if start_method == "forkserver":
-                # Workers fork from a server that has already imported Pillow and NumPy: a pool
-                # then starts in ~0.1 s instead of ~0.45 s. This sets the process-wide preload
-                # list, which only matters before the server's first start.
-                context.set_forkserver_preload([__name__.rpartition(".")[0] + ".dhash"])
-            _run_pool(todo, size, n_workers, context, (mode, max_pixels), finished)
+            ctx = context(start_method)
+            _run_pool(todo, size, n_workers, ctx, (mode, max_pixels), finished)
     finally:
         if store is not None and store is not cache:
             store.close()
@@ -302,14 +289,14 @@ def _run_pool(
     todo: list[tuple[int, str]],
     size: int,
     n_workers: int,
-    context: BaseContext,
+    ctx: BaseContext,
     options: tuple[Mode, int],
     finished: Callable[[list[tuple[int, ImageHash | HashError]]], None],
 ) -> None:
     chunks = _chunks(todo, size)
     in_flight: set[Future[list[tuple[int, ImageHash | HashError]]]] = set()
     limit = n_workers * 2  # bounded: chunks wait in the iterator, not in the queue
-    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker) as pool:
         for chunk in chunks:
             in_flight.add(pool.submit(_hash_chunk, chunk, *options))
             if len(in_flight) >= limit:
