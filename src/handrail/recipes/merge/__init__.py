@@ -1,0 +1,1 @@
+"""YTV2 merge (seed 004): two diverged SQLite copies into one PostgreSQL; sample, rules, schema."""
