@@ -141,3 +141,17 @@ def test_results_keep_the_path_as_given(sample: SampleManifest, tmp_path: Path) 
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown dhash mode"):
         hash_files([], mode="slow")  # type: ignore[arg-type]
+
+
+def test_work_done_before_an_interruption_is_kept(sample: SampleManifest, tmp_path: Path) -> None:
+    paths = sample.hashable[:12]
+    cache = tmp_path / "c.sqlite"
+
+    def stop_after_two_chunks(done: int, total: int) -> None:
+        if done >= 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        hash_files(paths, cache=cache, workers=1, chunk_size=4, on_progress=stop_after_two_chunks)
+    resumed = hash_files(paths, cache=cache, workers=1)
+    assert (resumed.cached, resumed.hashed) == (8, 4)

@@ -31,6 +31,10 @@ __all__ = ["HashCache", "HashRun", "ProgressCallback", "default_workers", "hash_
 
 ProgressCallback = Callable[[int, int], None]
 
+# Cache rows are written in transactions of this many files: one commit per chunk would cost
+# more than the hashing on a large library, and a crash loses at most this much work.
+_FLUSH_EVERY = 2000
+
 # Reasons that follow from the file's bytes alone, so they stay true while size and mtime do.
 # "oversized" depends on the caller's limit and "unreadable" on permissions: never cached.
 _CACHEABLE_REASONS = frozenset(
@@ -218,6 +222,7 @@ def hash_files(
     run = HashRun()
 
     store: HashCache | None = None
+    unsaved: list[tuple[str, int, int, ImageHash | HashError]] = []
     if isinstance(cache, HashCache):
         store = cache
     elif cache is not None:
@@ -257,9 +262,10 @@ def hash_files(
                     run.timings.append(outcome.seconds)
             run.hashed += len(batch)
             if store is not None:
-                store.store(
-                    ((keys[i][0], keys[i][1], keys[i][2], o) for i, o in batch if i in keys), mode
-                )
+                unsaved.extend((*keys[i], o) for i, o in batch if i in keys)
+                if len(unsaved) >= _FLUSH_EVERY:
+                    store.store(unsaved, mode)
+                    unsaved.clear()
             done += len(batch)
             if on_progress is not None:
                 on_progress(done, total)
@@ -273,8 +279,11 @@ def hash_files(
             ctx = context(start_method)
             _run_pool(todo, size, n_workers, ctx, (mode, max_pixels), finished)
     finally:
-        if store is not None and store is not cache:
-            store.close()
+        if store is not None:
+            # Also on Ctrl-C or an error: what was hashed stays hashed for the next run.
+            store.store(unsaved, mode)
+            if store is not cache:
+                store.close()
 
     for outcome in outcomes:
         if isinstance(outcome, ImageHash):
