@@ -690,6 +690,7 @@ def plan_runbook(
     for r in runbook.resources:
         bindings.get(r.name, r).validate()
     out = []
+    written: dict[str, str] = {}  # resource -> the earlier step that changes it
     with tempfile.TemporaryDirectory(prefix="handrail-plan-") as tmp:
         for step in runbook.steps:
             ctx = StepContext(
@@ -701,12 +702,34 @@ def plan_runbook(
                 work_dir=Path(tmp),
                 dry_run=True,
             )
+            depends = sorted(
+                {written[r.name] for r in (*step.reads, *step.writes) if r.name in written}
+            )
             try:
                 out.append((step, step.plan(ctx)))
-            except (HandrailError, KeyboardInterrupt):
+            except KeyboardInterrupt:
                 raise
             except Exception as exc:
-                raise StepFailed(f"step {step.name!r} failed to plan: {exc!r}") from exc
+                if not depends or isinstance(exc, HandrailError):
+                    if isinstance(exc, HandrailError):
+                        raise
+                    raise StepFailed(f"step {step.name!r} failed to plan: {exc!r}") from exc
+                # It reads what an earlier step has not changed yet (a column to come):
+                # the run plans it again right before applying it, on the real state.
+                out.append(
+                    (
+                        step,
+                        Plan(
+                            summary="planned when the run reaches it "
+                            f"(after {', '.join(depends)}): "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                            details={"deferred": repr(exc), "after": depends},
+                        ),
+                    )
+                )
+            if step.tier > Tier.READ_ONLY:
+                for r in step.writes:
+                    written.setdefault(r.name, step.name)
     return out
 
 

@@ -310,7 +310,8 @@ class _Server(ThreadingHTTPServer):
 def _video_json(row: tuple[Any, ...]) -> dict[str, Any]:
     vid, uuid, name, category, channel = row
     cat = None if category is None else {"id": category, "label": CATEGORIES.get(category, "?")}
-    return {"id": vid, "uuid": uuid, "name": name, "category": cat, "channel": {"id": channel}}
+    # str(): PeerTube's real schema types the column uuid, which JSON cannot carry as is.
+    return {"id": vid, "uuid": str(uuid), "name": name, "category": cat, "channel": {"id": channel}}
 
 
 _COLS = 'id, uuid, name, category, "channelId"'

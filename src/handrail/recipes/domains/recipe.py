@@ -14,17 +14,27 @@ the hand-written version did and what this does instead:
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...checks import ColumnsExist, IndexExists, PlanDistribution, Sample, SchemaSuperset
+from ...checks import (
+    ColumnsExist,
+    IndexExists,
+    PlanDistribution,
+    Predicate,
+    Sample,
+    SchemaSuperset,
+)
+from ...context import StepContext
 from ...errors import ResourceError
 from ...model import BlastRadius
 from ...ops.backfill import Backfill
 from ...ops.sql import AddColumns, CreateIndex
 from ...resources import Directory, SQLite
 from ...runbook import Gate, Runbook, Step
-from .logic import COLUMNS, Catalogue, pass1, pass2
+from .logic import CATEGORY_OF, COLUMNS, PUSHABLE, Catalogue, pass1, pass2, uuid_of
 
 NAME = "domains"
 SUMMARY = "RECON domain categorization: schema, backfill, tiebreaker, PeerTube push, reprocess"
@@ -155,7 +165,7 @@ def backfill_steps(
                         "SELECT hash, filename, recon_domain, recon_domain_status FROM documents "
                         "WHERE recon_domain_status = 'tied_pass_2' ORDER BY hash",
                         5,
-                        instructions="is the resolved domain plausible for the channel's other videos?",
+                        instructions="is each domain plausible for the channel's other videos?",
                     )
                 ],
             )
@@ -169,16 +179,209 @@ def backfill_steps(
     return recon, concepts, [schema, index, p1, p2]
 
 
+def push_steps(
+    root: Path,
+    recon: SQLite,
+    concepts: Directory,
+    *,
+    peertube_url: str,
+    peertube_dsn: str,
+    token_env: str,
+    assigned_at: str,
+    rate_limit: float | None = None,
+    stages: Sequence[int | None] = (100, 1000, None),
+    reprocess_stages: Sequence[int | None] = (10, 100, None),
+) -> list[Step]:
+    """Push to PeerTube (staged, gated by per-category counts), stamp what was pushed, and
+    the destructive reprocess-missing step through the quarantine."""
+    from ...ops.http_push import HTTPPush
+    from ...ops.quarantine import QuarantineDelete, RowUpdate
+    from ...resources.http import HTTPService
+    from ...resources.postgres import Postgres
+
+    peertube = HTTPService("peertube", peertube_url, token_env=token_env, rate_limit=rate_limit)
+    peertube_db = Postgres("peertube_db", peertube_dsn)  # the whole database, as the seed did
+    pushable = ", ".join(f"'{s.value}'" for s in sorted(PUSHABLE))
+
+    def to_push(ctx: StepContext) -> list[dict[str, Any]]:
+        rows = ctx.use(recon).query(
+            "SELECT d.hash, d.recon_domain, c.path FROM documents d JOIN catalogue c "
+            f"ON c.hash = d.hash WHERE d.recon_domain_status IN ({pushable}) "
+            "AND d.peertube_category_pushed_at IS NULL ORDER BY d.hash"
+        )
+        out = []
+        for _hash, domain, path in rows:
+            uuid = uuid_of(path)
+            if uuid is not None and domain in CATEGORY_OF:
+                out.append({"uuid": uuid, "category": CATEGORY_OF[domain]})
+        return out
+
+    def stage_counts(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+        """PeerTube's own count per category, for the videos pushed so far, equals ours."""
+        assert ctx.journal is not None
+        pushed = [
+            i
+            for _, _, items, status in ctx.journal.batches(ctx.run_id, ctx.step)
+            if status == "done"
+            for i in items
+        ]
+        wanted = Counter(int(i["category"]) for i in pushed)
+        rows = ctx.use(peertube_db).query(
+            "SELECT category, count(*) FROM video WHERE uuid::text = ANY(%s) GROUP BY category",
+            ([i["uuid"] for i in pushed],),
+        )
+        seen = {int(c): int(n) for c, n in rows if c is not None}
+        wrong = {
+            c: (wanted.get(c, 0), seen.get(c, 0))
+            for c in set(wanted) | set(seen)
+            if wanted.get(c, 0) != seen.get(c, 0)
+        }
+        return not wrong, {
+            "pushed": len(pushed),
+            "expected": dict(sorted(wanted.items())),
+            "peertube": dict(sorted(seen.items())),
+            "message": f"categories differ: {wrong}" if wrong else "",
+        }
+
+    push = HTTPPush(
+        "push categories",
+        peertube,
+        items=to_push,
+        path="/api/v1/videos/{uuid}",
+        field="category",
+        stages=list(stages),
+        reads=[recon, peertube_db],
+        gates=[
+            Gate(
+                "per-category counts",
+                at="stage",
+                checks=[
+                    Predicate(
+                        "PeerTube counts per category",
+                        stage_counts,
+                        "PeerTube's count per category for the pushed videos equals the push's",
+                    )
+                ],
+            )
+        ],
+        blast=BlastRadius(
+            changes="PeerTube video.category on the assigned videos (~20K)",
+            worst_case="wrong categories visible to every PeerTube user",
+            detection="the per-category count gate after each stage; PeerTube's UI labels",
+        ),
+    )
+
+    def stamp(row: dict[str, Any]) -> dict[str, Any] | None:
+        return {"peertube_category_pushed_at": assigned_at}
+
+    stamped = Backfill(
+        "stamp pushed",
+        recon,
+        table="documents",
+        key="hash",
+        columns=["peertube_category_pushed_at"],
+        compute=stamp,
+        where=f"recon_domain_status IN ({pushable}) AND peertube_category_pushed_at IS NULL "
+        "AND hash IN (SELECT hash FROM catalogue)",
+        blast=BlastRadius(
+            changes="peertube_category_pushed_at on the pushed documents",
+            worst_case="a document re-pushed on the next run (harmless: absolute)",
+            detection="counts of stamped vs pushed",
+        ),
+    )
+
+    def stale_concepts(ctx: StepContext) -> list[str]:
+        rows = ctx.use(recon).query(
+            "SELECT hash FROM documents WHERE recon_domain_status = 'needs_reprocess' "
+            "AND status != 'catalogued' ORDER BY hash"
+        )
+        root_dir = ctx.use(concepts).path
+        return [h for (h,) in rows if (root_dir / h).exists()]
+
+    reprocess = QuarantineDelete(
+        "reprocess missing",
+        concepts,
+        select=stale_concepts,
+        on_deleted=RowUpdate(recon, "documents", "hash", {"status": "catalogued"}),
+        stages=list(reprocess_stages),
+        gates=[
+            Gate(
+                "items re-entered the pipeline",
+                at="stage",
+                checks=[
+                    Predicate(
+                        "re-queued",
+                        lambda ctx: _requeued(ctx, recon),
+                        "every quarantined document is back at status catalogued",
+                    )
+                ],
+            )
+        ],
+        blast=BlastRadius(
+            changes="moves concept directories of needs_reprocess documents to the quarantine; "
+            "sets their status to catalogued",
+            worst_case="re-enrichment fails (API down, quota): concepts gone from the live tree",
+            detection="queued count; concept dirs missing; the stage gate",
+        ),
+    )
+    return [push, stamped, reprocess]
+
+
+def _requeued(ctx: StepContext, recon: SQLite) -> tuple[bool | None, dict[str, Any]]:
+    assert ctx.journal is not None
+    moved = [
+        i
+        for _, _, items, status in ctx.journal.batches(ctx.run_id, ctx.step)
+        if status == "done"
+        for i in items
+    ]
+    if not moved:
+        return True, {"moved": 0}
+    marks = ",".join("?" * len(moved))
+    rows = ctx.use(recon).query(
+        f"SELECT count(*) FROM documents WHERE status = 'catalogued' AND hash IN ({marks})",
+        moved,
+    )
+    n = rows[0][0]
+    return n == len(moved), {
+        "moved": len(moved),
+        "catalogued": n,
+        "message": f"{len(moved) - n} not re-queued" if n != len(moved) else "",
+    }
+
+
 def build(
     root: str | Path,
     *,
+    peertube_url: str | None = None,
+    peertube_dsn: str | None = None,
+    token_env: str = "PEERTUBE_TOKEN",
     assigned_at: str = "2026-01-01T00:00:00+00:00",
     tolerance_pp: float = 5.0,
     **kw: Any,
 ) -> Runbook:
-    """The recipe's runbook on RECON's data directory ``root`` (recon.db, concepts/)."""
+    """The recipe's runbook on RECON's data directory ``root`` (recon.db, concepts/).
+
+    With ``peertube_url`` and ``peertube_dsn`` it includes the push to PeerTube (through its
+    API; the database is read for the per-category gates and snapshotted first) and the
+    reprocess-missing step; without them, the RECON-side steps only. ``kw`` goes to
+    :func:`push_steps` (``stages``, ``reprocess_stages``, ``rate_limit``).
+    """
     root = Path(root)
-    _, _, steps = backfill_steps(root, assigned_at=assigned_at, tolerance_pp=tolerance_pp)
+    recon, concepts, steps = backfill_steps(
+        root, assigned_at=assigned_at, tolerance_pp=tolerance_pp
+    )
+    if peertube_url and peertube_dsn:
+        steps += push_steps(
+            root,
+            recon,
+            concepts,
+            peertube_url=peertube_url,
+            peertube_dsn=peertube_dsn,
+            token_env=token_env,
+            assigned_at=assigned_at,
+            **kw,
+        )
     return Runbook(
         NAME,
         steps=steps,
