@@ -519,6 +519,11 @@ class Postgres(Resource):
             restore_sql = self._pg_tool(
                 "pg_restore", "--clean", "--if-exists", "-f", "-", str(backup.path)
             ).stdout
+            # pg_restore's script turns lock_timeout off; a restore must not queue behind
+            # the application's locks forever either, so it keeps ours
+            restore_sql = restore_sql.replace(
+                "SET lock_timeout = 0;", f"SET lock_timeout = '{self.lock_timeout}';", 1
+            )
             body = Path(tmp) / "restore.sql"
             body.write_text(restore_sql)
             self._pg_tool(
