@@ -632,6 +632,7 @@ def _register_extensions() -> None:
     cli_ops.register(main)
     cli_reports.register(main)
     cli_review.register(main)
+    cli_review.register_ties(main)
 
 
 _register_extensions()

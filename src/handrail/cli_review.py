@@ -79,3 +79,80 @@ def register(main: click.Group) -> None:
             store.save()
             console.print(f"{changed} decision(s) recorded ({len(store)} kept in {store.path})")
             console.print(f"apply them: handrail run {runbook} --new")
+
+
+def register_ties(main: click.Group) -> None:
+    """Add the ``ties`` group: the domain recipe's tied_manual review queue."""
+    from .cli import console, errors, json_option
+    from .errors import BadInput
+    from .loader import load_runbook
+    from .resources.sqlite import SQLite
+
+    def recon_db(runbook: Path) -> Path:
+        rb = load_runbook(runbook)
+        for r in rb.resources:
+            if isinstance(r, SQLite) and r.name == "recon":
+                return r.path
+        raise BadInput(
+            f"{runbook} has no 'recon' database",
+            hint="`handrail ties` works with the domains recipe",
+        )
+
+    @main.group()
+    def ties() -> None:
+        """Documents whose domain stayed tied: list them, assign one (manual_assigned)."""
+
+    @ties.command("list")
+    @click.argument("runbook", type=click.Path(path_type=Path))
+    @json_option
+    def ties_list(runbook: Path, as_json: bool) -> None:
+        """The tied_manual documents with their tied domains and the channel's counts."""
+        from rich.table import Table
+
+        from .recipes.domains.review import list_queue
+
+        with errors():
+            items = list_queue(recon_db(runbook))
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        [
+                            {
+                                "hash": i.hash,
+                                "filename": i.filename,
+                                "channel": i.channel,
+                                "tied": [list(t) for t in i.tied],
+                                "fallback": i.fallback,
+                            }
+                            for i in items
+                        ],
+                        indent=2,
+                    )
+                )
+                return
+            t = Table(title=f"{len(items)} document(s) waiting for a human")
+            for col in ("hash", "filename", "channel", "tied domains", "fallback"):
+                t.add_column(col)
+            for i in items:
+                t.add_row(
+                    i.hash[:12],
+                    i.filename or "",
+                    i.channel or "",
+                    ", ".join(f"{d} ({n})" for d, n in i.tied),
+                    i.fallback or "",
+                )
+            console.print(t)
+
+    @ties.command("resolve")
+    @click.argument("runbook", type=click.Path(path_type=Path))
+    @click.argument("doc_hash", metavar="HASH")
+    @click.argument("domain")
+    @click.option("--as", "who", default=None, help="Who decides (default: the current user).")
+    def ties_resolve(runbook: Path, doc_hash: str, domain: str, who: str | None) -> None:
+        """Assign DOMAIN to the tied document HASH (status manual_assigned)."""
+        from .journal import whoami
+        from .recipes.domains.review import resolve
+
+        with errors():
+            resolve(recon_db(runbook), doc_hash, domain, who=who or whoami())
+            console.print(f"{doc_hash}: {domain} (manual_assigned)")
