@@ -130,7 +130,8 @@ def test_postgres_to_postgres_and_reconcile(pg_cluster: Any, pg_dsn: str, tmp_pa
         assert not parity(a, b, ident).equal  # the dry run wrote nothing
         done = reconcile(a, b, ident)
         assert (done.inserts, done.updates, done.deletes) == (2, 2, 3)
-        assert done.after is not None and done.after.equal
+        assert done.after is not None
+        assert done.after.equal
         assert (
             b.fingerprint().parts["rows:public.content"]
             == a.fingerprint().parts["rows:public.content"]
@@ -150,7 +151,8 @@ def test_reconcile_from_sqlite_honours_deletions(pg_dsn: str, tmp_path: Path) ->
     dry = reconcile(src, pg, MAPPING, dry_run=True)
     assert (dry.inserts, dry.updates, dry.deletes) == (0, 1, 2)
     done = reconcile(src, pg, MAPPING)
-    assert done.after is not None and done.after.equal
+    assert done.after is not None
+    assert done.after.equal
 
 
 def test_sqlite_to_sqlite(tmp_path: Path) -> None:
