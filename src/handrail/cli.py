@@ -216,31 +216,49 @@ def demo(recipe: str | None, directory: Path, fresh: bool) -> None:
             shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / ".handrail-demo").write_text("made by handrail demo\n")
-        rb_path = directory / "runbook.py"
-        if fresh or not rb_path.exists():
-            console.print(f"[bold]handrail demo[/]: recipe [bold]{r.name}[/] — {r.summary}")
-            console.print(f"Making sample data in {directory}/ …")
-            rb_path.write_text(r.prepare(directory))
-        runbook = load_runbook(rb_path)
-        journal = open_journal(rb_path, None)
-        ex = Executor(
-            runbook,
-            journal,
-            runbook_key=runbook_key(rb_path),
-            options=options(yes=True, allow_destructive=True),
-        )
-        console.print(plan_table(ex.plan()))
-        console.print(f"\nRunning {rb_path} (gates that need a human are approved automatically):")
-        result = ex.run()
-        if result.status is RunStatus.COMPLETED:
-            rejects = journal.rejects(result.run_id)
-            if rejects:
+        with recipes.services(r) as env:
+            os.environ.update(env)
+            rb_path = directory / "runbook.py"
+            if fresh or not rb_path.exists():
+                console.print(f"[bold]handrail demo[/]: recipe [bold]{r.name}[/] — {r.summary}")
+                if env:
+                    console.print(
+                        "Started a throwaway PostgreSQL cluster"
+                        + (" and a PeerTube-like API on loopback" if "PEERTUBE_URL" in env else "")
+                        + " for this demo."
+                    )
+                console.print(f"Making sample data in {directory}/ …")
+                rb_path.write_text(r.prepare(directory))
+            runbook = load_runbook(rb_path)
+            journal = open_journal(rb_path, None)
+            ex = Executor(
+                runbook,
+                journal,
+                runbook_key=runbook_key(rb_path),
+                options=options(yes=True, allow_destructive=True),
+            )
+            console.print(plan_table(ex.plan()))
+            console.print(
+                f"\nRunning {rb_path} (gates that need a human are approved automatically):"
+            )
+            result = ex.run()
+            if result.status is RunStatus.COMPLETED:
+                rejects = journal.rejects(result.run_id)
+                if rejects:
+                    console.print(
+                        f"\n{len(rejects)} record(s) could not be imported; each is in the "
+                        f"journal (`handrail status {result.run_id} --state-dir "
+                        f"{os.path.relpath(journal.state_dir)} --json`)."
+                    )
+            if env and result.status is RunStatus.COMPLETED:
+                # The cluster goes away with the demo: show the exact rollback now instead
+                # of printing a command that could not reach it later.
                 console.print(
-                    f"\n{len(rejects)} record(s) could not be imported; each is in the "
-                    f"journal (`handrail status {result.run_id} --state-dir "
-                    f"{os.path.relpath(journal.state_dir)} --json`)."
+                    "\nThe throwaway services stop with the demo, so it rolls the "
+                    "run back now, the way `handrail rollback` would:"
                 )
-        finish(result, journal, str(rb_path))
+                result = ex.rollback(result.run_id)
+            finish(result, journal, str(rb_path))
 
 
 @main.command("recipes")

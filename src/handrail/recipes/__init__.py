@@ -6,7 +6,9 @@ runbook file for that directory, so ``handrail demo --recipe NAME`` can run it e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ class Recipe:
     seed: str  # which seed document it comes from
     #: make sample data under a directory; returns the runbook file's body
     prepare: Callable[[Path], str]
+    #: throwaway services the demo starts: "postgres", "peertube"
+    needs: tuple[str, ...] = ()
 
 
 def _json_state(root: Path) -> str:
@@ -47,6 +51,52 @@ def _dhash(root: Path) -> str:
     )
 
 
+def _domains(root: Path) -> str:
+    from .domains.sample import make_sample
+
+    make_sample(root, documents=6000, seed=7, pg_dsn=os.environ["HANDRAIL_DEMO_PG_DSN"])
+    return (
+        '"""The domain-categorization migration for the RECON data beside this file."""\n\n'
+        "import os\n"
+        "from pathlib import Path\n\n"
+        "from handrail.recipes.domains.recipe import build\n\n"
+        "runbook = build(\n"
+        "    Path(__file__).parent,\n"
+        '    peertube_url=os.environ["PEERTUBE_URL"],\n'
+        '    peertube_dsn=os.environ["HANDRAIL_DEMO_PG_DSN"],\n'
+        '    token_env="PEERTUBE_TOKEN",\n'
+        "    stages=(100, 1000, None),\n"
+        "    reprocess_stages=(10, 100, None),\n"
+        ")\n"
+    )
+
+
+@contextmanager
+def services(recipe: Recipe) -> Iterator[dict[str, str]]:
+    """Start what the recipe's demo needs (a throwaway PostgreSQL cluster, a PeerTube-like
+    API on loopback) and give the environment variables its runbook reads."""
+    if not recipe.needs:
+        yield {}
+        return
+    import secrets
+
+    from ..testing.postgres import TempCluster
+
+    with TempCluster() as cluster:
+        dsn = cluster.create_database("demo")
+        env = {"HANDRAIL_DEMO_PG_DSN": dsn}
+        if "peertube" not in recipe.needs:
+            yield env
+            return
+        from ..testing.peertube import PeerTubeServer
+
+        token = secrets.token_hex(16)
+        from .domains.sample import make_sample  # noqa: F401 - fail early if missing
+
+        with PeerTubeServer(dsn, token=token) as server:
+            yield env | {"PEERTUBE_URL": server.url, "PEERTUBE_TOKEN": token}
+
+
 RECIPES: dict[str, Recipe] = {
     "json-state": Recipe(
         "json-state",
@@ -54,6 +104,14 @@ RECIPES: dict[str, Recipe] = {
         "heartbeats)",
         "003 (seeds/README.md part C)",
         _json_state,
+    ),
+    "domains": Recipe(
+        "domains",
+        "RECON domain categorization: schema, backfill, tiebreaker, staged PeerTube push, "
+        "quarantined reprocess",
+        "000 and 001 (seeds/README.md part A)",
+        _domains,
+        needs=("postgres", "peertube"),
     ),
     "dhash": Recipe(
         "dhash",
