@@ -1,0 +1,198 @@
+"""Benchmark: copy a 1,000,000-row mixed-type SQLite table into PostgreSQL.
+
+Contenders, one run on the same data against one throwaway cluster (TempCluster):
+
+- handrail: ``copy_table`` with conversions (TEXT timestamps -> timestamptz, JSON text ->
+  jsonb, 0/1 -> boolean), duplicate natural keys resolved, batches upserted with
+  ``ON CONFLICT (video_id) DO UPDATE ... WHERE IS DISTINCT FROM`` and journalled in the
+  ledger in the same transaction;
+- pgloader (Debian package ``pgloader``): its own load of the table (it creates the table
+  with its type mapping; no upsert, no conversions of epoch text, no journal);
+- a plain psycopg ``executemany`` of the converted rows with the same upsert, on a subset,
+  extrapolated to the full row count (said so in the output);
+- the floor: a raw ``COPY`` of a ready CSV of the same rows into an unindexed table.
+
+Not a test: nothing asserts on time.
+
+    .venv/bin/python bench/copy_pg.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _data import PG_SCHEMA, cached_sqlite
+
+from handrail.pgcopy import CopyJob, copy_table
+from handrail.resources.postgres import Postgres
+from handrail.resources.sqlite import SQLite
+from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.testing.postgres import TempCluster
+
+DATA = Path(__file__).parent / ".data"
+
+MAPPING = TableMap(
+    "content",
+    "content",
+    key=["video_id"],
+    order_by=["id"],
+    columns=[
+        Column("video_id"),
+        Column("id"),
+        Column("title"),
+        Column("views"),
+        Column("score"),
+        Column("published_at", convert=timestamptz()),
+        Column("indexed_at", convert=timestamptz()),
+        Column("has_audio", convert=boolean()),
+        Column("subcategories_json", convert=jsonb()),
+        Column("summary"),
+    ],
+)
+
+
+def fresh(pg: TempCluster, name: str, schema: str | None = PG_SCHEMA) -> str:
+    dsn = pg.create_database(name)
+    if schema:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(schema.encode())
+    return dsn
+
+
+def run_handrail(pg: TempCluster, src: Path, n: int) -> float:
+    dsn = fresh(pg, "b_handrail")
+    t = time.perf_counter()
+    res = copy_table(SQLite("src", src), Postgres("pg", dsn), MAPPING, run_id="b", step="copy")
+    el = time.perf_counter() - t
+    assert res.read == n, res.read
+    return el
+
+
+def run_pgloader(pg: TempCluster, src: Path, n: int) -> float | None:
+    exe = shutil.which("pgloader")
+    if exe is None:
+        return None
+    dsn = fresh(pg, "b_pgloader", None)
+    load = DATA / "content.load"
+    load.write_text(
+        f"LOAD DATABASE FROM sqlite://{src} INTO {dsn}\n"
+        "WITH include drop, create tables, create indexes, reset sequences,\n"
+        "     workers = 2, concurrency = 1, batch rows = 25000\n"
+        "INCLUDING ONLY TABLE NAMES LIKE 'content';\n"
+    )
+    t = time.perf_counter()
+    proc = subprocess.run([exe, str(load)], capture_output=True, text=True, check=False)
+    el = time.perf_counter() - t
+    with psycopg.connect(dsn) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM content").fetchone() or (0,)
+    if proc.returncode != 0 or count != n:
+        print(f"pgloader failed (exit {proc.returncode}, {count} rows): {proc.stderr[-500:]}")
+        return None
+    return el
+
+
+def run_executemany(pg: TempCluster, src: Path, subset: int) -> float:
+    """Seconds for ``subset`` rows: converted in Python, one upsert per row, batched."""
+    dsn = fresh(pg, "b_executemany")
+    job = CopyJob(SQLite("src", src), Postgres("pg", dsn), MAPPING)
+    try:
+        cols = job.mapper.targets
+        sql = (
+            f"INSERT INTO content ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "
+            f"ON CONFLICT (video_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in cols if c != "video_id")
+        )
+        t = time.perf_counter()
+        with closing(sqlite3.connect(src)) as s, psycopg.connect(dsn) as conn:
+            raw = s.execute(
+                f"SELECT {', '.join(job.mapper.select)} FROM content ORDER BY id LIMIT ?",
+                (subset,),
+            ).fetchall()
+            rows = []
+            for r in raw:
+                got = job.mapper.convert(r)
+                if hasattr(got, "values"):
+                    rows.append(
+                        tuple(
+                            psycopg.types.json.Jsonb(__import__("json").loads(v))
+                            if b.kind == "json" and v is not None
+                            else v
+                            for b, v in zip(job.mapper.columns, got.values, strict=True)
+                        )
+                    )
+            with conn.cursor() as cur:
+                for i in range(0, len(rows), 10_000):
+                    cur.executemany(sql.encode(), rows[i : i + 10_000])
+                    conn.commit()
+        return time.perf_counter() - t
+    finally:
+        job.close()
+
+
+def run_raw_copy(pg: TempCluster, src: Path, n: int) -> float:
+    dsn = fresh(pg, "b_rawcopy", PG_SCHEMA.replace("PRIMARY KEY", ""))
+    csv_path = DATA / f"content-{n}.csv"
+    if not csv_path.exists():
+        with closing(sqlite3.connect(src)) as s, csv_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            for r in s.execute(
+                "SELECT video_id, id, title, views, score, "
+                "CASE WHEN published_at GLOB '[0-9]*-*' THEN published_at END, indexed_at, "
+                "has_audio = 1, NULLIF(CASE WHEN json_valid(subcategories_json) "
+                "THEN subcategories_json END, ''), summary FROM content"
+            ):
+                w.writerow(["" if v is None else v for v in r])
+    t = time.perf_counter()
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy("COPY content FROM STDIN (FORMAT csv)") as cp, csv_path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                cp.write(chunk)
+        conn.commit()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--subset", type=int, default=50_000, help="rows for executemany")
+    args = ap.parse_args()
+    n = args.rows
+    src = cached_sqlite(DATA, n)
+    times: dict[str, list[float]] = {}
+    with TempCluster() as pg:
+        for _ in range(args.repeat):
+            times.setdefault("handrail", []).append(run_handrail(pg, src, n))
+            pl = run_pgloader(pg, src, n)
+            if pl is not None:
+                times.setdefault("pgloader", []).append(pl)
+            sub = min(args.subset, n)
+            times.setdefault("executemany (extrapolated)", []).append(
+                run_executemany(pg, src, sub) * n / sub
+            )
+            times.setdefault("raw COPY of a ready CSV (floor)", []).append(run_raw_copy(pg, src, n))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{n:,} rows, median of {args.repeat} run(s)")
+    for k, s in med.items():
+        print(f"  {k:34s} {s:8.2f} s  {n / s:12,.0f} rows/s")
+    h = med["handrail"]
+    for k, s in med.items():
+        if k != "handrail":
+            print(f"  handrail vs {k}: {s / h:.2f}x")
+    print(f"  executemany measured on {min(args.subset, n):,} rows and scaled to {n:,}")
+
+
+if __name__ == "__main__":
+    main()
