@@ -198,6 +198,9 @@ def test_unknown_outcome_is_read_back_not_sent_twice(
     store = PushStore(ex.journal.run_dir(result.run_id) / "push" / STORE_FILE)
     assert store.counts() == {"confirmed": 5, "unchanged": 1}
     store.close()
+    [verified] = [c for c in ex.journal.checks(result.run_id) if "confirmed" in c["name"]]
+    stats = verified["evidence"]["requests"]
+    assert (stats["unknown_outcome"], stats["verified_applied"]) == (3, 2)
 
 
 @pg

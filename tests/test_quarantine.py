@@ -324,6 +324,32 @@ def test_another_filesystem_is_refused_unless_copy_is_allowed(
     assert (concepts.fingerprint(), db.fingerprint()) == before
 
 
+def test_copy_mode_resume_finishes_an_interrupted_delete_only(
+    tmp_path: Path, other_fs: Path
+) -> None:
+    """A copy-then-delete stopped part way leaves the original half deleted: resuming
+    deletes what is left of it, but never something new in its place."""
+    if other_fs.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("/dev/shm is on the same filesystem as the test directory")
+    concepts, _ = make_recon(other_fs)
+    s = QuarantineDelete("q", concepts, select=["h002", "h008"], cross_device="copy")
+    work = tmp_path / "state" / "runs" / "r1"
+    ctx = StepContext(run_id="r1", step="q", journal=None, bindings={}, backups={}, work_dir=work)
+    assert s.apply_batch(ctx, 0, ["h002", "h008"]) == 2
+    items = tmp_path / "state" / "quarantine" / "r1" / "q" / "items"
+    # As if killed while deleting: part of h002 is still there; h008 was made anew.
+    (concepts.path / "h002").mkdir()
+    (concepts.path / "h002" / "window_0001.json").write_bytes(
+        (items / "h002" / "window_0001.json").read_bytes()
+    )
+    (concepts.path / "h008").mkdir()
+    (concepts.path / "h008" / "window_0000.json").write_text("new")
+    assert s.apply_batch(ctx, 0, ["h002", "h008"]) == 0
+    assert not (concepts.path / "h002").exists()
+    assert (concepts.path / "h008" / "window_0000.json").read_text() == "new"
+    assert [r.key for r in ctx.rejects] == ["h008"]
+
+
 def _age(state: Path, run_id: str, days: float) -> None:
     """Pretend the run finished ``days`` ago."""
     when = (datetime.now(UTC) - timedelta(days=days)).isoformat().replace("+00:00", "Z")
