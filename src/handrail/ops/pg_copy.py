@@ -1,0 +1,179 @@
+"""The table copy and the parity proof as a runbook step and a check.
+
+:class:`CopyTable` drives :class:`handrail.pgcopy.CopyJob` batch by batch through the
+executor: the key ranges are the work list (frozen in the journal and in the target),
+each range's merge commits with its ledger row (exactly once), rejects are journalled
+with their key and reason. :class:`Parity` proves source and target hold the same rows
+for the mapped columns, hashing segments inside each database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import StepContext
+from ..errors import PolicyError
+from ..model import CheckResult, Plan
+from ..parity import parity
+from ..pgcopy import CopyJob, CopySpec, KeyRange
+from ..resources.postgres import Postgres, quote_ident
+from ..resources.sqlite import SQLite
+from ..runbook import Check, Step
+from ..sqlmap import TableMap
+
+
+def _target_table(mapping: TableMap) -> str:
+    schema, _, name = mapping.target.rpartition(".")
+    return f"{quote_ident(schema or 'public')}.{quote_ident(name)}"
+
+
+class CopyTable(Step):
+    """Copy (upsert on the natural key) ``mapping.source`` into ``mapping.target``.
+
+    Rollback: the step records whether the target table was empty before it; if so, the
+    exact inverse is emptying it again. Copying into a table that already held rows has
+    no row-level inverse here: rollback refuses and points at the run's verified backup.
+    """
+
+    exactly_once = True
+
+    def __init__(
+        self,
+        name: str,
+        source: SQLite | Postgres,
+        target: Postgres,
+        mapping: TableMap | CopySpec,
+        *,
+        rows_per_batch: int = 10_000,
+        **kw: Any,
+    ) -> None:
+        self.source, self.target = source, target
+        self.spec = mapping if isinstance(mapping, CopySpec) else CopySpec(mapping)
+        self.rows_per_batch = rows_per_batch
+        kw.setdefault("reads", (source,))
+        kw.setdefault("writes", (target,))
+        kw["batch_size"] = 1  # one key range per engine batch
+        super().__init__(name, **kw)
+
+    def params(self) -> dict[str, Any]:
+        m = self.spec.mapping
+        return {
+            "source": self.source.name,
+            "target": self.target.name,
+            "from": m.source,
+            "to": m.target,
+            "key": list(m.key),
+            "on_conflict": self.spec.on_conflict,
+            "columns": [repr(c) for c in m.columns],
+            "rows_per_batch": self.rows_per_batch,
+        }
+
+    def _job(self, ctx: StepContext) -> CopyJob:
+        return CopyJob(
+            ctx.use(self.source), ctx.use(self.target), self.spec, batch_size=self.rows_per_batch
+        )
+
+    def _count(self, ctx: StepContext) -> int | None:
+        try:
+            rows = ctx.use(self.target).query(
+                f"SELECT count(*) FROM {_target_table(self.spec.mapping)}"
+            )
+        except Exception:
+            return None
+        return int(rows[0][0])
+
+    def plan(self, ctx: StepContext) -> Plan:
+        m = self.spec.mapping
+        src = ctx.use(self.source)
+        table = m.source
+        n = (
+            src.query(f'SELECT count(*) FROM "{table}"')[0][0]
+            if isinstance(src, SQLite)
+            else src.query(f"SELECT count(*) FROM {table}")[0][0]
+        )
+        before = self._count(ctx)
+        return Plan(
+            summary=f"copy {n} row(s) of {m.source} into {m.target} by {', '.join(m.key)} "
+            f"(on conflict: {self.spec.on_conflict}); target now "
+            f"{'not created yet' if before is None else f'{before} row(s)'}",
+            items=int(n),
+            counts={"source_rows": int(n), "target_rows": before or 0},
+        )
+
+    def items(self, ctx: StepContext) -> list[Any] | None:
+        if "target_rows_before" not in ctx.state:
+            ctx.save_state(target_rows_before=self._count(ctx))
+        with self._job(ctx) as job:
+            return [r.to_json() for r in job.plan_batches(ctx.run_id, self.name)]
+
+    def committed_batches(self, ctx: StepContext) -> set[int]:
+        return ctx.use(self.target).ledger_batches(ctx.run_id, self.name)
+
+    def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
+        (rng,) = items
+        with self._job(ctx) as job:
+            result = job.apply_batch(KeyRange.from_json(rng), run_id=ctx.run_id, step=self.name)
+        for r in result.rejects:
+            ctx.reject(r.source, r.key, r.reason)
+        return result.changed
+
+    def rollback(self, ctx: StepContext) -> None:
+        target = ctx.use(self.target)
+        if not target.ledger_batches(ctx.run_id, self.name):
+            return
+        if ctx.state.get("target_rows_before") != 0:
+            raise PolicyError(
+                f"step {self.name!r} copied into {self.spec.mapping.target}, which already held "
+                "rows; there is no row-level inverse of that copy",
+                hint=f"restore the target from the run's backup: "
+                f"`handrail backups restore {ctx.run_id}`",
+            )
+        with target.transaction() as conn:
+            conn.execute(f"DELETE FROM {_target_table(self.spec.mapping)}".encode())
+            target.ledger_clear(ctx.run_id, self.name, conn=conn)
+
+
+class Parity(Check):
+    """Source and target hold the same rows for the mapped columns (after the mapping's
+    conversions), by natural key; the evidence names missing, extra and different keys."""
+
+    def __init__(
+        self,
+        source: SQLite | Postgres,
+        target: SQLite | Postgres,
+        mapping: TableMap | CopySpec,
+        *,
+        name: str | None = None,
+        samples: int = 10,
+    ) -> None:
+        m = mapping.mapping if isinstance(mapping, CopySpec) else mapping
+        super().__init__(name or f"parity {m.source} = {m.target}")
+        self.source, self.target, self.mapping, self.samples = source, target, mapping, samples
+
+    def describe(self) -> str:
+        m = self.mapping.mapping if isinstance(self.mapping, CopySpec) else self.mapping
+        return (
+            f"{self.source.name}.{m.source} and {self.target.name}.{m.target} hold the same "
+            f"rows by {', '.join(m.key)} (segment hashes in each database)"
+        )
+
+    def evaluate(self, ctx: StepContext, baseline: Any) -> CheckResult:
+        src = ctx.bindings.get(self.source.name, self.source)
+        tgt = ctx.bindings.get(self.target.name, self.target)
+        assert isinstance(src, SQLite | Postgres)
+        assert isinstance(tgt, SQLite | Postgres)
+        report = parity(src, tgt, self.mapping, samples=self.samples)
+        return self.result(
+            report.equal,
+            {
+                "source_rows": report.source_rows,
+                "target_rows": report.target_rows,
+                "segments": report.segments,
+                "segments_differing": report.segments_differing,
+                "missing": [list(k) for k in report.missing[:20]],
+                "extra": [list(k) for k in report.extra[:20]],
+                "different": [list(k) for k in report.different[:20]],
+                "samples": [repr(s) for s in report.samples[: self.samples]],
+            },
+            "" if report.equal else report.summary(),
+        )
