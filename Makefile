@@ -39,6 +39,10 @@ test: lint typecheck pytest
 bench: $(STAMP) postgres
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/copy_pg.py
+	$(BIN)/python bench/parity.py
+	$(BIN)/pip install -q -r bench/requirements-images.txt
+	$(BIN)/python bench/dhash.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

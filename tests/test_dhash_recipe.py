@@ -151,3 +151,21 @@ def test_review_decisions_are_imported_and_kept(library: Path) -> None:
     after = json.loads(cli("review", "list", library / "runbook.py", "--json").output)
     assert after["pending_pairs"] == listed["pending_pairs"] - 1
     assert after["decisions_kept"] == 1
+
+
+def test_rehearsal_passes_and_leaves_production_alone(library: Path) -> None:
+    from handrail.resources import JSONFile
+
+    rb = write(
+        library / "runbook.py",
+        """
+        from pathlib import Path
+        from handrail.recipes.dhash.recipe import build
+        runbook = build(Path(__file__).parent, mean_ms=10_000, p95_ms=60_000,
+                        max_failure_rate=0.1)
+    """,
+    )
+    before = JSONFile("l", library / "library.json").fingerprint().digest
+    result = cli("rehearse", rb)
+    assert result.exit_code == 0, result.output
+    assert JSONFile("l", library / "library.json").fingerprint().digest == before

@@ -39,6 +39,7 @@ class StepContext:
         dry_run: bool = False,
         state: dict[str, Any] | None = None,
         plan: Plan | None = None,
+        clock: str = "",
     ) -> None:
         self.run_id = run_id
         self.step = step
@@ -49,6 +50,9 @@ class StepContext:
         self.dry_run = dry_run
         self.state: dict[str, Any] = dict(state or {})
         self.plan = plan
+        #: the run's logical time (ISO 8601): stamp values with this, not the wall clock, so
+        #: a resumed run and a rehearsal's second forward run write the same values
+        self.clock = clock
         self.stage: int | None = None
         self.rejects: list[Reject] = []
         self._connections: dict[str, sqlite3.Connection] = {}

@@ -62,6 +62,7 @@ class RunOptions:
     allow_destructive: bool = False  # policy 4
     take_over: bool = False  # take a stale lease (policy 5)
     new_run: bool = False  # start a new run even if the last one can resume
+    clock: str | None = None  # the run's logical time; default its start (see StepContext.clock)
     lease_ttl: float = 60.0
     observer: Observer = field(default_factory=Observer)
 
@@ -143,7 +144,9 @@ class Executor:
         row = None if dry_run else self.journal.step(run_id, step.name)
         backups = {} if dry_run else self._backups(run_id)
         plan = Plan.from_json(row.plan) if row is not None and row.plan else None
+        run = None if dry_run else self.journal.run(run_id)
         return StepContext(
+            clock=run.clock if run is not None else "",
             run_id=run_id,
             step=step.name,
             journal=None if dry_run else self.journal,
@@ -241,7 +244,12 @@ class Executor:
             )
         else:
             run_id = self.journal.create_run(
-                self.key, self.runbook.name, self.plan_hash, self.runbook.describe(), mode=self.mode
+                self.key,
+                self.runbook.name,
+                self.plan_hash,
+                self.runbook.describe(),
+                mode=self.mode,
+                clock=self.options.clock,
             )
             self._event(
                 run_id,

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TEXT,
     started_by TEXT NOT NULL,
     paused_gate TEXT,                -- gate key when status = paused
+    clock TEXT,                      -- the run's logical time, for values steps stamp
     definition TEXT NOT NULL         -- the runbook's describe() as JSON, redacted
 );
 CREATE INDEX IF NOT EXISTS runs_by_runbook ON runs(runbook_key, started_at);
@@ -149,6 +150,7 @@ class RunRow:
     finished_at: str | None
     started_by: str
     paused_gate: str | None
+    clock: str = ""  # the run's logical time (its start, unless a rehearsal pins it)
 
 
 @dataclass(frozen=True)
@@ -255,12 +257,14 @@ class Journal:
         definition: dict[str, Any],
         *,
         mode: str = "run",
+        clock: str | None = None,
     ) -> str:
         run_id = new_run_id()
+        started = now_iso()
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO runs (id, runbook_key, runbook_name, plan_hash, status, mode, "
-                "started_at, started_by, definition) VALUES (?,?,?,?,?,?,?,?,?)",
+                "started_at, started_by, definition, clock) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     runbook_key,
@@ -268,9 +272,10 @@ class Journal:
                     plan_hash,
                     RunStatus.SNAPSHOTTING.value,
                     mode,
-                    now_iso(),
+                    started,
                     whoami(),
                     _dumps(definition),
+                    clock or started,
                 ),
             )
             for pos, step in enumerate(definition["steps"]):
@@ -292,6 +297,7 @@ class Journal:
             finished_at=row["finished_at"],
             started_by=row["started_by"],
             paused_gate=row["paused_gate"],
+            clock=row["clock"] or row["started_at"],
         )
 
     def run(self, run_id: str) -> RunRow | None:

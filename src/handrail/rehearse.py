@@ -320,6 +320,8 @@ def _run_phases(
 ) -> None:
     obs = opts.observer
 
+    clock: list[str] = []  # the first forward run's clock, pinned for the second
+
     def executor() -> Executor:
         return Executor(
             runbook,
@@ -331,6 +333,9 @@ def _run_phases(
                 new_run=True,
                 lease_ttl=opts.lease_ttl,
                 observer=obs,
+                # Values a step stamps with the run's clock must not make the two forward
+                # runs differ: the second runs at the first one's logical time.
+                clock=clock[0] if clock else None,
             ),
             bindings=clones,
             mode="rehearsal",
@@ -343,6 +348,9 @@ def _run_phases(
     ex = executor()
     forward = ex.run()
     result.run_id = forward.run_id
+    first = journal.run(forward.run_id)
+    if first is not None:
+        clock.append(first.clock)
     result.forward = forward.status.value
     result.forward_message = forward.message
     result.approved = [

@@ -485,7 +485,5 @@ def build(
 
 
 def _run_time(ctx: StepContext) -> str:
-    if ctx.journal is None:
-        return "dry-run"
-    run = ctx.journal.run(ctx.run_id)
-    return run.started_at if run else "unknown"
+    # The run's logical clock: the same after a resume, and in a rehearsal's second run.
+    return ctx.clock or "dry-run"
