@@ -120,3 +120,32 @@ def test_ties_queue_cli(world: dict[str, Any]) -> None:
     bad = cli("ties", "resolve", rb, first["hash"], "Astrology")
     assert bad.exit_code == 2
     assert "Astrology" in bad.output
+
+
+def test_recon_side_rehearses_and_the_push_needs_a_sandbox(world: dict[str, Any]) -> None:
+    """The RECON steps rehearse on clones and pass; with the push, rehearsal refuses (exit 2)
+    until the runbook names a sandbox for PeerTube's API, and touches nothing."""
+    recon_only = write(
+        world["root"] / "recon_only.py",
+        """
+        from pathlib import Path
+        from handrail.recipes.domains.recipe import build
+        runbook = build(Path(__file__).parent)
+    """,
+    )
+    before = state(world)
+    passed = cli("rehearse", recon_only)
+    assert passed.exit_code == 0, passed.output
+    with_push = write(
+        world["root"] / "with_push.py",
+        f"""
+        from pathlib import Path
+        from handrail.recipes.domains.recipe import build
+        runbook = build(Path(__file__).parent, peertube_url={world["url"]!r},
+                        peertube_dsn={world["dsn"]!r})
+    """,
+    )
+    refused = cli("rehearse", with_push)
+    assert refused.exit_code == 2
+    assert "sandbox" in refused.output
+    assert state(world) == before
