@@ -718,7 +718,9 @@ def plan_runbook(
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
-                if not depends or isinstance(exc, HandrailError):
+                # Resources were validated above, so with an earlier step changing what
+                # this one reads, the error is about state that step will create.
+                if not depends:
                     if isinstance(exc, HandrailError):
                         raise
                     raise StepFailed(f"step {step.name!r} failed to plan: {exc!r}") from exc

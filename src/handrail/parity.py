@@ -414,7 +414,9 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
         korder = ", ".join(quote_ident(k) for k in natural)
     else:
         types: dict[str, str] = getattr(src, "_types", {})
-        korder = ", ".join(_keyexpr(k, types.get(k, "text")) for k in natural)
+        # Qualified: when the natural key is also the source key, a column is selected
+        # twice and a bare name in ORDER BY would be ambiguous.
+        korder = ", ".join(f"{src.rel}.{_keyexpr(k, types.get(k, 'text'))}" for k in natural)
     keys_sel = ", ".join(quote_ident(k) for k in [*natural, *src.key])
     conn: Any = getattr(src, "conn", None)
 

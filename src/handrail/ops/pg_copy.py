@@ -100,9 +100,25 @@ class CopyTable(Step):
             counts={"source_rows": int(n), "target_rows": before or 0},
         )
 
+    def _sequences(self, ctx: StepContext) -> list[list[Any]]:
+        """(sequence, last_value, is_called) of the sequences the target table owns."""
+        target = ctx.use(self.target)
+        seqs = target.query(
+            "SELECT s.oid::regclass::text FROM pg_class s JOIN pg_depend d ON d.objid = s.oid "
+            "WHERE s.relkind = 'S' AND d.refobjid = %s::regclass AND d.deptype IN ('a', 'i')",
+            (_target_table(self.spec.mapping),),
+        )
+        out = []
+        for (seq,) in seqs:
+            last, called = target.query(f"SELECT last_value, is_called FROM {seq}")[0]
+            out.append([seq, int(last), bool(called)])
+        return out
+
     def items(self, ctx: StepContext) -> list[Any] | None:
         if "target_rows_before" not in ctx.state:
-            ctx.save_state(target_rows_before=self._count(ctx))
+            # What an exact inverse needs: whether the table was empty, and the state of
+            # its identity/serial sequences (inserts advance them; a DELETE does not rewind).
+            ctx.save_state(target_rows_before=self._count(ctx), sequences=self._sequences(ctx))
         with self._job(ctx) as job:
             return [r.to_json() for r in job.plan_batches(ctx.run_id, self.name)]
 
@@ -130,6 +146,8 @@ class CopyTable(Step):
             )
         with target.transaction() as conn:
             conn.execute(f"DELETE FROM {_target_table(self.spec.mapping)}".encode())
+            for seq, last, called in ctx.state.get("sequences", []):
+                conn.execute("SELECT setval(%s, %s, %s)", (seq, last, called))
             target.ledger_clear(ctx.run_id, self.name, conn=conn)
 
 

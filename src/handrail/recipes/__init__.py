@@ -71,6 +71,19 @@ def _domains(root: Path) -> str:
     )
 
 
+def _merge(root: Path) -> str:
+    from .merge.sample import make_sample
+
+    make_sample(root, videos=3000, seed=7)
+    return (
+        '"""The YTV2 merge: the two SQLite copies beside this file into PostgreSQL."""\n\n'
+        "import os\n"
+        "from pathlib import Path\n\n"
+        "from handrail.recipes.merge.recipe import build\n\n"
+        'runbook = build(Path(__file__).parent, dsn=os.environ["HANDRAIL_DEMO_PG_DSN"])\n'
+    )
+
+
 @contextmanager
 def services(recipe: Recipe) -> Iterator[dict[str, str]]:
     """Start what the recipe's demo needs (a throwaway PostgreSQL cluster, a PeerTube-like
@@ -112,6 +125,13 @@ RECIPES: dict[str, Recipe] = {
         "000 and 001 (seeds/README.md part A)",
         _domains,
         needs=("postgres", "peertube"),
+    ),
+    "merge": Recipe(
+        "merge",
+        "two diverged SQLite copies merged into PostgreSQL by video_id, with a parity proof",
+        "004 (seeds/README.md part D)",
+        _merge,
+        needs=("postgres",),
     ),
     "dhash": Recipe(
         "dhash",
