@@ -52,3 +52,23 @@ def test_merge_recipe(pg_dsn: str, tmp_path: Path) -> None:
         target.fingerprint().digest,
         Directory("d", root, exclude=[".handrail"]).fingerprint().digest,
     ) == before
+
+
+def test_merge_recipe_rehearses_on_clones(pg_dsn: str, tmp_path: Path) -> None:
+    from .helpers import cli, write
+
+    root = tmp_path / "ytv2"
+    make_sample(root, videos=300, seed=5)
+    rb = write(
+        root / "runbook.py",
+        f"""
+        from pathlib import Path
+        from handrail.recipes.merge.recipe import build
+        runbook = build(Path(__file__).parent, dsn={pg_dsn!r}, rows_per_batch=100)
+    """,
+    )
+    target = Postgres("t", pg_dsn)
+    before = target.fingerprint().digest
+    result = cli("rehearse", rb)
+    assert result.exit_code == 0, result.output
+    assert target.fingerprint().digest == before  # production untouched

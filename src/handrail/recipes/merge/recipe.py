@@ -60,21 +60,36 @@ CREATE TABLE IF NOT EXISTS summaries (
 );
 """
 JSON_COLUMNS = ("subcategories_json", "topics_json", "analysis_json")
+
+
+def _stamp(row: dict[str, Any]) -> Any:
+    # created_at/updated_at of a migrated row: when the video was indexed, not when the
+    # copy ran, so a resumed or rehearsed copy writes the same values (the schema's
+    # DEFAULT now() would not).
+    return row.get("indexed_at") or "1970-01-01T00:00:00+00:00"
+
+
 CONTENT_MAP = TableMap(
     "content",
     "content",
     key=["video_id"],
     columns=[
-        Column(c, convert=timestamptz())
-        if c in ("published_at", "indexed_at")
-        else Column(c, convert=jsonb())
-        if c in JSON_COLUMNS
-        else Column(c, convert=boolean())
-        if c == "has_audio"
-        else Column(c)
-        for c in rules.CONTENT_COLUMNS
+        *(
+            Column(c, convert=timestamptz())
+            if c in ("published_at", "indexed_at")
+            else Column(c, convert=jsonb())
+            if c in JSON_COLUMNS
+            else Column(c, convert=boolean())
+            if c == "has_audio"
+            else Column(c)
+            for c in rules.CONTENT_COLUMNS
+        ),
+        Column("created_at", compute=_stamp, kind="timestamp", needs=("indexed_at",)),
+        Column("updated_at", compute=_stamp, kind="timestamp", needs=("indexed_at",)),
     ],
 )
+
+
 SUMMARY_MAP = TableMap(
     "summaries",
     "content_summaries",
