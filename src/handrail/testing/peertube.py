@@ -41,6 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..recipes.domains.logic import DOMAINS as _RECIPE_DOMAINS
+
 #: PeerTube's own categories
 DEFAULT_CATEGORIES: dict[int, str] = {
     1: "Music",
@@ -62,27 +64,9 @@ DEFAULT_CATEGORIES: dict[int, str] = {
     17: "Kids",
     18: "Food",
 }
-#: the 18 domain categories a plugin adds (ids 100..117, in this order)
-DOMAINS: tuple[str, ...] = (
-    "Agriculture & Livestock",
-    "Civil Organization",
-    "Communications",
-    "Food Systems",
-    "Foundational Skills",
-    "Logistics",
-    "Medical",
-    "Navigation",
-    "Operations",
-    "Power Systems",
-    "Preservation & Storage",
-    "Security",
-    "Shelter & Construction",
-    "Technology",
-    "Tools & Equipment",
-    "Vehicles",
-    "Water Systems",
-    "Wilderness Skills",
-)
+#: the 18 domain categories a plugin adds (ids 100..117, in this order): one list, the
+#: recipe's, so the test server and the push can never disagree
+DOMAINS: tuple[str, ...] = _RECIPE_DOMAINS
 DOMAIN_CATEGORIES: dict[int, str] = {100 + i: name for i, name in enumerate(DOMAINS)}
 CATEGORIES: dict[int, str] = DEFAULT_CATEGORIES | DOMAIN_CATEGORIES
 
