@@ -19,7 +19,7 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from .executor import Observer
-from .model import CheckResult, Outcome, Plan
+from .model import CheckResult, Plan
 from .runbook import Gate, Step
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
@@ -177,7 +177,3 @@ class ConsoleObserver(Observer):
 
     def close(self) -> None:
         self._stop_bar()
-
-
-def checks_failed(results: list[CheckResult]) -> bool:
-    return any(r.outcome is Outcome.FAIL for r in results)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,6 @@ if TYPE_CHECKING:
     from .journal import Journal
 
 R = TypeVar("R", bound=Resource)
-log = logging.getLogger("handrail")
 
 
 class StepContext:

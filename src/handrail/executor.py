@@ -14,7 +14,6 @@ a committed batch changes nothing (see each step's docstring).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -747,7 +746,3 @@ def _now() -> str:
     from .journal import now_iso
 
     return now_iso()
-
-
-def clear_scratch(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

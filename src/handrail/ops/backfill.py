@@ -20,11 +20,12 @@ import hashlib
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ..context import StepContext
 from ..errors import RollbackConflict, RunbookError
 from ..model import Plan
+from ..resources.base import Resource
 from ..resources.sqlite import LEDGER_PREFIX, SQLite, drop_empty_ledger_tables, quote_ident
 from ..runbook import describe_callable
 from .sql import SQLiteStep
@@ -61,16 +62,58 @@ def stored_as_bound(affinity: str, value: Any) -> bool:
     return False
 
 
-class _Computes(Protocol):
+class BackfillFields:
+    """What every backfill (SQLite or PostgreSQL) is made of; set by :func:`configure`."""
+
     name: str
     table: str
     key: str
     columns: list[str]
     compute: Compute
+    where: str | None
+    where_params: tuple[Any, ...]
+    read: list[str] | None
     _declared: frozenset[str]
 
 
-def changed_values(step: _Computes, row: dict[str, Any]) -> dict[str, Any] | None:
+def configure(
+    step: BackfillFields,
+    name: str,
+    *,
+    table: str,
+    key: str,
+    columns: Sequence[str],
+    compute: Compute,
+    where: str | None,
+    where_params: Sequence[Any],
+    read: Sequence[str] | None,
+) -> None:
+    """Check and set what every backfill (SQLite or PostgreSQL) is made of."""
+    if not columns:
+        raise RunbookError(f"backfill {name!r}: name the columns it writes")
+    if key in columns:
+        raise RunbookError(f"backfill {name!r}: it cannot write its key column {key!r}")
+    step.table, step.key, step.columns = table, key, list(columns)
+    step.compute, step.where, step.where_params = compute, where, tuple(where_params)
+    step.read = list(read) if read is not None else None
+    step._declared = frozenset(step.columns)
+
+
+def backfill_params(step: BackfillFields, db: Resource) -> dict[str, Any]:
+    """A backfill's parameters for the plan hash."""
+    return {
+        "db": db.name,
+        "table": step.table,
+        "key": step.key,
+        "columns": step.columns,
+        "where": step.where,
+        "where_params": list(step.where_params),
+        "read": step.read,
+        "compute": describe_callable(step.compute),
+    }
+
+
+def changed_values(step: BackfillFields, row: dict[str, Any]) -> dict[str, Any] | None:
     """The values ``compute`` wants that differ from the row's (None: nothing to do)."""
     new = step.compute(row)
     if not new:
@@ -84,7 +127,7 @@ def changed_values(step: _Computes, row: dict[str, Any]) -> dict[str, Any] | Non
     return changed or None
 
 
-def summarize(step: _Computes, rows: Iterable[dict[str, Any]]) -> Plan:
+def summarize(step: BackfillFields, rows: Iterable[dict[str, Any]]) -> Plan:
     """A backfill's dry run: how many rows it would change, and the values it would write."""
     total = changes = 0
     values: dict[str, Counter[Any]] = {c: Counter() for c in step.columns}
@@ -108,7 +151,7 @@ def summarize(step: _Computes, rows: Iterable[dict[str, Any]]) -> Plan:
     )
 
 
-def deferred(step: _Computes, why: str) -> Plan:
+def deferred(step: BackfillFields, why: str) -> Plan:
     """The dry run of a backfill that depends on what earlier steps create."""
     return Plan(
         summary=f"set {', '.join(step.columns)} on {step.table}: planned when the run reaches "
@@ -117,7 +160,7 @@ def deferred(step: _Computes, why: str) -> Plan:
     )
 
 
-class Backfill(SQLiteStep):
+class Backfill(BackfillFields, SQLiteStep):
     """Set ``columns`` of the rows of ``table`` selected by ``where`` to what ``compute``
     returns.
 
@@ -141,16 +184,19 @@ class Backfill(SQLiteStep):
         read: Sequence[str] | None = None,
         **kw: Any,
     ) -> None:
-        if not columns:
-            raise RunbookError(f"backfill {name!r}: name the columns it writes")
-        if key in columns:
-            raise RunbookError(f"backfill {name!r}: it cannot write its key column {key!r}")
-        self.table, self.key, self.columns = table, key, list(columns)
-        self.compute, self.where, self.where_params = compute, where, tuple(where_params)
-        self.read = list(read) if read is not None else None
+        configure(
+            self,
+            name,
+            table=table,
+            key=key,
+            columns=columns,
+            compute=compute,
+            where=where,
+            where_params=where_params,
+            read=read,
+        )
         kw.setdefault("batch_size", 1000)
         super().__init__(name, db, **kw)
-        self._declared = frozenset(self.columns)
 
     def undo_table(self, run_id: str) -> str:
         """One undo table per run and step: rows stay narrow, and a finished rollback
@@ -159,18 +205,8 @@ class Backfill(SQLiteStep):
         return f"{LEDGER_PREFIX}bf_{digest[:16]}"
 
     def params(self) -> dict[str, Any]:
-        return {
-            "db": self.db.name,
-            "table": self.table,
-            "key": self.key,
-            "columns": self.columns,
-            "where": self.where,
-            "where_params": list(self.where_params),
-            "read": self.read,
-            "compute": describe_callable(self.compute),
-        }
+        return backfill_params(self, self.db)
 
-    # -- reading ------------------------------------------------------------------------
     def _select(self) -> str:
         if self.read is None:
             return "*"

@@ -15,7 +15,7 @@ from ..resources.jsonfile import JSONFile, load_json
 from ..resources.sqlite import SQLite
 from ..runbook import Check, describe_callable
 from . import rowlog
-from .sql import SQLiteStep, _ledger_steps
+from .sql import SQLiteStep
 
 
 class RecordError(ValueError):
@@ -313,7 +313,3 @@ class RejectShare(Check):
             f"{len(rejected)} of {total} records rejected ({share:.2%}; "
             f"limit {self.max_share:.2%})",
         )
-
-
-def _ledger_has(conn: sqlite3.Connection, run_id: str, step: str) -> bool:
-    return step in _ledger_steps(conn, run_id)

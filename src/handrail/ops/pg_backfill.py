@@ -16,14 +16,22 @@ from typing import Any
 import psycopg
 
 from ..context import StepContext
-from ..errors import RollbackConflict, RunbookError
+from ..errors import RollbackConflict
 from ..model import Plan
 from ..resources.postgres import HANDRAIL_SCHEMA, Postgres, quote_ident
-from ..runbook import Step, describe_callable
-from .backfill import Compute, changed_values, deferred, summarize
+from ..runbook import Step
+from .backfill import (
+    BackfillFields,
+    Compute,
+    backfill_params,
+    changed_values,
+    configure,
+    deferred,
+    summarize,
+)
 
 
-class PgBackfill(Step):
+class PgBackfill(BackfillFields, Step):
     """Set ``columns`` of ``table``'s rows selected by ``where`` to what ``compute`` returns.
 
     ``table`` may be schema-qualified (``"public.video"``). See :class:`Backfill`.
@@ -45,31 +53,25 @@ class PgBackfill(Step):
         read: Sequence[str] | None = None,
         **kw: Any,
     ) -> None:
-        if not columns:
-            raise RunbookError(f"backfill {name!r}: name the columns it writes")
-        if key in columns:
-            raise RunbookError(f"backfill {name!r}: it cannot write its key column {key!r}")
-        self.db, self.table, self.key, self.columns = db, table, key, list(columns)
-        self.compute, self.where, self.where_params = compute, where, tuple(where_params)
-        self.read = list(read) if read is not None else None
-        self._declared = frozenset(self.columns)
+        self.db = db
+        configure(
+            self,
+            name,
+            table=table,
+            key=key,
+            columns=columns,
+            compute=compute,
+            where=where,
+            where_params=where_params,
+            read=read,
+        )
         kw.setdefault("writes", (db,))
         kw.setdefault("batch_size", 1000)
         super().__init__(name, **kw)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "db": self.db.name,
-            "table": self.table,
-            "key": self.key,
-            "columns": self.columns,
-            "where": self.where,
-            "where_params": list(self.where_params),
-            "read": self.read,
-            "compute": describe_callable(self.compute),
-        }
+        return backfill_params(self, self.db)
 
-    # -- SQL pieces ---------------------------------------------------------------------
     def _t(self) -> str:
         return ".".join(quote_ident(p) for p in self.table.split(".", 1))
 
