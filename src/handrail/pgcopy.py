@@ -25,12 +25,14 @@ mapping's ``order_by`` (then the source key) wins, the others are reported in
 
 from __future__ import annotations
 
+import itertools
 import json
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -41,6 +43,7 @@ import psycopg
 
 from .errors import BadInput, StepFailed
 from .model import Reject
+from .pgcopy_sql import Capabilities, line_expression
 from .resources.postgres import (
     CANONICAL_SETTINGS,
     HANDRAIL_SCHEMA,
@@ -188,7 +191,14 @@ class _Source:
         return quote_ident(name)
 
     def _range_sql(
-        self, cols: Sequence[str], lo: Any, hi: Any, where: str | None, ph: str
+        self,
+        cols: Sequence[str],
+        lo: Any,
+        hi: Any,
+        where: str | None,
+        ph: str,
+        *,
+        exprs: bool = False,
     ) -> tuple[str, list[Any]]:
         k = ", ".join(self.q(c) for c in self.key)
         conds, params = [], []
@@ -201,7 +211,8 @@ class _Source:
         if where:
             conds.append(f"({where})")
         cond = f" WHERE {' AND '.join(conds)}" if conds else ""
-        sel = ", ".join([*(self.select_expr(c) for c in cols), *(self.q(c) for c in self.key)])
+        picked = cols if exprs else [self.select_expr(c) for c in cols]
+        sel = ", ".join([*picked, *(self.q(c) for c in self.key)])
         return f"SELECT {sel} FROM {self.rel} {cond} ORDER BY {k}", params
 
     def select_expr(self, col: str) -> str:
@@ -236,10 +247,10 @@ class _SQLiteSource(_Source):
     def __init__(self, db: SQLite, table: str, key: Sequence[str] | None) -> None:
         if not db.path.exists():
             raise BadInput(f"{db.name}: source database {db.path} does not exist")
-        # check_same_thread=False: copy_table's reader thread uses it (never concurrently)
-        self.conn = sqlite3.connect(
-            f"file:{db.path}?mode=ro", uri=True, timeout=30, check_same_thread=False
-        )
+        self._uri = f"file:{db.path}?mode=ro"
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
         self.table = table
         info = self.conn.execute(f"PRAGMA table_info({quote_ident(table)})").fetchall()
         if not info:
@@ -248,6 +259,18 @@ class _SQLiteSource(_Source):
         self._decl = {r[1]: str(r[2] or "") for r in info}
         pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5] > 0]
         self.key = list(key) if key else (pk or ["rowid"])
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's read-only connection (copy_table reads batches in threads)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # check_same_thread=False: close() runs in the thread that made the source
+            conn = sqlite3.connect(self._uri, uri=True, timeout=30, check_same_thread=False)
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
 
     def kinds(self) -> dict[str, str]:
         return {c: kind_of_sqlite_type(d) for c, d in self._decl.items()}
@@ -263,6 +286,17 @@ class _SQLiteSource(_Source):
         where: str | None,
     ) -> list[tuple[Any, ...]]:
         query, params = self._range_sql(cols, lo, hi, where, "?")
+        return self.conn.execute(query, params).fetchall()
+
+    def read_sql(
+        self,
+        exprs: Sequence[str],
+        lo: tuple[Any, ...] | None,
+        hi: tuple[Any, ...] | None,
+        where: str | None,
+    ) -> list[tuple[Any, ...]]:
+        """Like :meth:`read`, selecting SQL expressions instead of columns."""
+        query, params = self._range_sql(exprs, lo, hi, where, "?", exprs=True)
         return self.conn.execute(query, params).fetchall()
 
     def rows_where_in(
@@ -288,7 +322,10 @@ class _SQLiteSource(_Source):
         return self.conn.execute(self._dups_sql(natural, order_by, where)).fetchall()
 
     def close(self) -> None:
-        self.conn.close()
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
 
 
 class _PostgresSource(_Source):
@@ -529,12 +566,14 @@ def _line_function(mapper: RowMapper) -> Callable[[Sequence[Any]], str]:
 @dataclass
 class Prepared:
     """One batch read and converted: CSV lines (in staging order), their natural keys,
-    the rejects found in Python, and how many source rows were read."""
+    the rejects found in Python, how many source rows were read, and the rows superseded
+    by a later row with the same natural key after conversion."""
 
     lines: list[str]
     keys: list[tuple[Any, ...]]
     rejects: list[Reject]
     read: int
+    duplicates: list[Reject] = field(default_factory=list)
 
 
 def find_losers(
@@ -601,6 +640,8 @@ class CopyJob:
         spec: CopySpec | TableMap,
         *,
         batch_size: int = 10_000,
+        sql_lines: bool = True,
+        direct: bool = True,
     ) -> None:
         self.spec = spec if isinstance(spec, CopySpec) else CopySpec(spec)
         self.mapping = self.spec.mapping
@@ -628,6 +669,16 @@ class CopyJob:
         for k in self.mapping.key:
             b = self.mapper.columns[self.mapper.targets.index(k)]
             self._key_source_index.append(b.source_index if b.source_index is not None else -1)
+        self._sql_select: list[str] | None = None
+        if isinstance(self.src, _SQLiteSource) and sql_lines:
+            caps = Capabilities.probe(self.src.conn, self.conn)
+            self.conn.rollback()
+            expr = line_expression(self.mapper, self.target.types, caps)
+            if expr is not None:
+                natural = [quote_ident(self.mapper.select[i]) for i in self._key_source_index]
+                self._sql_select = [expr, *natural]
+        # COPY straight into the target while no batch has met an existing key
+        self.direct = direct
 
     def __enter__(self) -> CopyJob:
         return self
@@ -710,8 +761,86 @@ class CopyJob:
     # -- one batch --------------------------------------------------------------------
     def prepare(self, rng: KeyRange) -> Prepared:
         """Read and convert one range."""
+        if self._sql_select is not None:
+            return self._prepare_sql(rng)
         raw = self.src.read(self.mapper.select, rng.lo, rng.hi, self.mapping.where)
         return self.convert_rows(raw)
+
+    def _prepare_sql(self, rng: KeyRange) -> Prepared:
+        """Lines built by SQLite (:mod:`handrail.pgcopy_sql`); the rows it leaves (NULL
+        line) are read again by source key and converted in Python."""
+        assert self._sql_select is not None
+        assert isinstance(self.src, _SQLiteSource)
+        rows = self.src.read_sql(self._sql_select, rng.lo, rng.hi, self.mapping.where)
+        read = len(rows)
+        nk = len(self.src.key)
+        losers = self.losers()
+        if losers:
+            rows = [r for r in rows if r[-nk:] not in losers]
+        nn = len(self.mapping.key)
+        lines: list[str | None] = [r[0] for r in rows]
+        keys: list[tuple[Any, ...] | None] = [r[1 : 1 + nn] for r in rows]
+        rejects: list[Reject] = []
+        if None in lines:
+            slow = [i for i, line in enumerate(lines) if line is None]
+            wanted = [tuple(rows[i][-nk:]) for i in slow]
+            raw = {
+                tuple(r[-nk:]): r
+                for r in self.src.rows_where_in(self.mapper.select, self.src.key, wanted)
+            }
+            for i, skey in zip(slow, wanted, strict=True):
+                got = self._convert_one(raw[skey])
+                if isinstance(got, Reject):
+                    rejects.append(got)
+                    keys[i] = None
+                else:
+                    keys[i], lines[i] = got
+        return self._collect(
+            [(k, t, r[-nk:]) for k, t, r in zip(keys, lines, rows, strict=True) if k is not None],
+            rejects,
+            read,
+        )
+
+    def _convert_one(self, r: Sequence[Any]) -> tuple[tuple[Any, ...], str] | Reject:
+        """A source row (``select`` columns, then the source key) as (natural key, line)."""
+        nk = len(self.src.key)
+        if self._line is not None:
+            try:
+                return tuple([r[i] for i in self._key_source_index]), self._line(r)
+            except Exception:
+                pass
+        got = self.mapper.convert(r[:-nk], source_key=key_text(r[-nk:]))
+        if not isinstance(got, Converted):
+            return got
+        return got.key, ",".join([_csv_field(v) for v in got.values]) + "\n"
+
+    def _collect(
+        self,
+        items: Sequence[tuple[tuple[Any, ...], str | None, Sequence[Any]]],
+        rejects: list[Reject],
+        read: int,
+    ) -> Prepared:
+        """(natural key, line, source key) in key order into a batch; a natural key seen
+        twice after conversion keeps the later row and reports the earlier."""
+        keys = [k for k, _, _ in items]
+        if len(set(keys)) == len(keys):
+            return Prepared([t for _, t, _ in items if t is not None], keys, rejects, read)
+        out: dict[tuple[Any, ...], str] = {}
+        dups: list[Reject] = []
+        for key, text, skey in items:
+            assert text is not None
+            if key in out:
+                dups.append(
+                    Reject(
+                        self.mapping.source,
+                        key_text(key),
+                        f"duplicate natural key after conversion: source row "
+                        f"{key_text(skey)} supersedes an earlier one",
+                    )
+                )
+                del out[key]
+            out[key] = text
+        return Prepared(list(out.values()), list(out), rejects, read, dups)
 
     def convert_rows(self, raw: Sequence[Sequence[Any]]) -> Prepared:
         """Convert source rows (``select`` columns, then the source key), in key order.
@@ -721,40 +850,17 @@ class CopyJob:
         """
         losers = self.losers()
         nk = len(self.src.key)
-        out: dict[tuple[Any, ...], str] = {}
+        items: list[tuple[tuple[Any, ...], str | None, Sequence[Any]]] = []
         rejects: list[Reject] = []
-        line = self._line
-        kidx = self._key_source_index
         for r in raw:
             if losers and tuple(r[-nk:]) in losers:
                 continue
-            text: str | None = None
-            key: tuple[Any, ...]
-            if line is not None:
-                try:
-                    text = line(r)
-                    key = tuple([r[i] for i in kidx])
-                except Exception:
-                    text = None
-            if text is None:
-                got = self.mapper.convert(r[:-nk], source_key=key_text(r[-nk:]))
-                if not isinstance(got, Converted):
-                    rejects.append(got)
-                    continue
-                key = got.key
-                text = ",".join([_csv_field(v) for v in got.values]) + "\n"
-            if key in out:
-                self.duplicates.append(
-                    Reject(
-                        self.mapping.source,
-                        key_text(key),
-                        f"duplicate natural key after conversion: source row "
-                        f"{key_text(r[-nk:])} supersedes an earlier one",
-                    )
-                )
-                del out[key]
-            out[key] = text
-        return Prepared(list(out.values()), list(out), rejects, len(raw))
+            got = self._convert_one(r)
+            if isinstance(got, Reject):
+                rejects.append(got)
+            else:
+                items.append((got[0], got[1], r[-nk:]))
+        return self._collect(items, rejects, len(raw))
 
     def apply_batch(self, rng: KeyRange, *, run_id: str, step: str) -> BatchResult:
         """Read, convert and merge one range, with its ledger row, in one transaction."""
@@ -763,13 +869,16 @@ class CopyJob:
     def write_batch(self, batch: int, prep: Prepared, *, run_id: str, step: str) -> BatchResult:
         """Stage and merge a prepared batch and mark it in the ledger, in one transaction."""
         res = BatchResult(batch, read=prep.read, rejects=list(prep.rejects))
+        self.duplicates.extend(prep.duplicates)
         conn = self.conn
         try:
             with conn.transaction():
-                if prep.lines:
+                if prep.lines and not self._copy_direct(prep.lines):
                     self._stage_lines(prep.lines)
                     ins, upd = self._merge(0, len(prep.lines) - 1, prep.keys, res.rejects)
                     res.inserted, res.updated = ins, upd
+                elif prep.lines:
+                    res.inserted = len(prep.lines)
                 refused = len(res.rejects) - len(prep.rejects)
                 res.unchanged = len(prep.lines) - res.changed - refused
                 Postgres.ledger_mark(
@@ -790,6 +899,30 @@ class CopyJob:
         except psycopg.errors.LockNotAvailable as exc:
             raise self.target_db._lock_error(exc, None) from None
         return res
+
+    def _copy_direct(self, lines: list[str]) -> bool:
+        """COPY the lines straight into the target, under a savepoint.
+
+        While no key of the batch exists in the target, this is exactly what the merge
+        would do (every row an insert), at the speed of a plain COPY. A unique violation
+        means some key exists: the savepoint is rolled back, the batch goes through the
+        staging merge, and so do all later batches of this job. Any other refusal (a
+        CHECK, a bad value) also sends this batch through the merge, which isolates the
+        refused rows. False when the batch was not copied.
+        """
+        if not self.direct:
+            return False
+        cols = ", ".join(quote_ident(t) for t in self.mapper.targets)
+        sql = f"COPY {self.target.rel} ({cols}) FROM STDIN (FORMAT csv)".encode()
+        try:
+            with self.conn.transaction(), self.conn.cursor().copy(sql) as cp:
+                cp.write("".join(lines))
+        except psycopg.errors.UniqueViolation:
+            self.direct = False
+            return False
+        except _BISECT_ERRORS:
+            return False
+        return True
 
     def _stage_lines(self, lines: list[str]) -> None:
         self._ensure_stage()
@@ -869,17 +1002,21 @@ def copy_table(
     batch_size: int = 10_000,
     on_batch: Callable[[int, int, list[Reject]], None] | None = None,
     pipeline: bool = True,
+    readers: int = 2,
+    sql_lines: bool = True,
+    direct: bool = True,
 ) -> CopyResult:
     """Copy (upsert) a whole table, batch by batch, exactly once per ``(run_id, step)``.
 
     Batches the target's ledger already holds are skipped, so calling it again after a
     crash resumes. ``on_batch(batch_no, rows_read, rejects)`` is called after each batch
-    commits. With ``pipeline`` the next batch is read and converted while the database
-    merges the current one (a second thread; commits stay in batch order).
+    commits. With ``pipeline`` the next batches are read and converted (by ``readers``
+    threads) while the database merges the current one; commits stay in batch order.
     """
     started = time.monotonic()
     result = CopyResult()
-    with CopyJob(source, target, spec, batch_size=batch_size) as job:
+    job_ = CopyJob(source, target, spec, batch_size=batch_size, sql_lines=sql_lines, direct=direct)
+    with job_ as job:
         ranges = job.plan_batches(run_id, step)
         done = job.committed(run_id, step)
         job.losers()
@@ -901,7 +1038,7 @@ def copy_table(
             for r in todo:
                 finish(job.apply_batch(r, run_id=run_id, step=step))
         else:
-            for b in _pipelined(job, todo, run_id, step):
+            for b in _pipelined(job, todo, run_id, step, readers):
                 finish(b)
         result.duplicates = list(job.duplicates)
         job.forget_plan(run_id, step)
@@ -909,38 +1046,33 @@ def copy_table(
     return result
 
 
-def _pipelined(job: CopyJob, todo: list[KeyRange], run_id: str, step: str) -> Iterator[BatchResult]:
-    """Prepare batches in a reader thread while this thread writes them, in order."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
+def _pipelined(
+    job: CopyJob, todo: list[KeyRange], run_id: str, step: str, readers: int
+) -> Iterator[BatchResult]:
+    """Prepare batches in ``readers`` threads while this thread writes them, in order.
 
-    def reader() -> None:
+    A SQLite source evaluates its line expressions inside ``sqlite3_step``, which runs
+    without the GIL, so two readers use two cores; a PostgreSQL source shares one
+    connection and gets one reader.
+    """
+    if not isinstance(job.src, _SQLiteSource):
+        readers = 1
+    pending: deque[tuple[KeyRange, Future[Prepared]]] = deque()
+    left = iter(todo)
+    with ThreadPoolExecutor(readers, thread_name_prefix="handrail-copy-reader") as pool:
         try:
-            for r in todo:
-                if stop.is_set():
-                    return
-                q.put((r, job.prepare(r)))
-            q.put(None)
-        except BaseException as exc:  # handed to the writer, re-raised there
-            q.put(exc)
-
-    thread = threading.Thread(target=reader, name="handrail-copy-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            rng, prep = item
-            yield job.write_batch(rng.batch, prep, run_id=run_id, step=step)
-    finally:
-        stop.set()
-        with suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-        thread.join(timeout=30)
+            for r in itertools.islice(left, readers + 1):
+                pending.append((r, pool.submit(job.prepare, r)))
+            while pending:
+                rng, fut = pending.popleft()
+                prep = fut.result()
+                nxt = next(left, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(job.prepare, nxt)))
+                yield job.write_batch(rng.batch, prep, run_id=run_id, step=step)
+        finally:
+            for _, fut in pending:
+                fut.cancel()
 
 
 def upsert_rows(
@@ -949,6 +1081,7 @@ def upsert_rows(
     """Convert and merge given source rows (``select`` columns, then the source key) in
     one transaction, without the ledger: (inserted, updated, rejects). For reconcile."""
     prep = job.convert_rows(source_rows)
+    job.duplicates.extend(prep.duplicates)
     rejects = list(prep.rejects)
     if not prep.lines:
         return 0, 0, rejects

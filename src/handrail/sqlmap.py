@@ -289,9 +289,13 @@ def _to_json(v: Any) -> JsonText | None:
     else:
         obj = v
     try:
-        return JsonText(jsonb_text(obj))
+        out = jsonb_text(obj)
+        out.encode("utf-8")  # a lone surrogate escape decodes to text no database can hold
+    except UnicodeEncodeError:
+        raise ConversionError("JSON holds a lone UTF-16 surrogate escape") from None
     except (TypeError, ValueError) as exc:
         raise ConversionError(str(exc)) from None
+    return JsonText(out)
 
 
 def _to_bytes(v: Any) -> bytes | None:
