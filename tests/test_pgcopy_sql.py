@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handrail.pgcopy import CopyJob, _csv_field, copy_table
-from handrail.pgcopy_sql import Capabilities, column_expression
+from handrail.pgcopy_sql import Capabilities, column_expression, needs_python
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
 from handrail.sqlmap import (
@@ -61,7 +61,9 @@ def sql_fields(values: Sequence[Any], fn: object, pg_type: str, key: bool = Fals
         conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v)")
         conn.executemany("INSERT INTO t (v) VALUES (?)", [(v,) for v in values])
         expr = column_expression("v", fn, pg_type, CAPS, key=key)
-        return [r[0] for r in conn.execute(f"SELECT {expr} FROM t ORDER BY n")]
+        fields = [r[0] for r in conn.execute(f"SELECT {expr} FROM t ORDER BY n")]
+    # as the copy does: a field holding NUL or a \u0000 escape goes to Python
+    return [None if needs_python(f) else f for f in fields]
 
 
 def python_field(value: Any, fn: Any) -> str | None:

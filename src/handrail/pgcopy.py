@@ -43,7 +43,7 @@ import psycopg
 
 from .errors import BadInput, StepFailed
 from .model import Reject
-from .pgcopy_sql import Capabilities, line_expression
+from .pgcopy_sql import Capabilities, line_expression, needs_python
 from .resources.postgres import (
     CANONICAL_SETTINGS,
     HANDRAIL_SCHEMA,
@@ -781,8 +781,8 @@ class CopyJob:
         lines: list[str | None] = [r[0] for r in rows]
         keys: list[tuple[Any, ...] | None] = [r[1 : 1 + nn] for r in rows]
         rejects: list[Reject] = []
-        if None in lines:
-            slow = [i for i, line in enumerate(lines) if line is None]
+        if None in lines or needs_python("".join(filter(None, lines))):
+            slow = [i for i, line in enumerate(lines) if needs_python(line)]
             wanted = [tuple(rows[i][-nk:]) for i in slow]
             raw = {
                 tuple(r[-nk:]): r

@@ -8,7 +8,7 @@ yields NULL for the whole line otherwise; those rows go through Python as before
 
 What SQL handles, by conversion (anything else: the row goes to Python):
 
-- ``text``: TEXT without NUL (quoted), INTEGER (as its decimal digits);
+- ``text``: TEXT (quoted), INTEGER (as its decimal digits);
 - ``integer``: INTEGER; ``boolean``: INTEGER 0 or 1;
 - ``real`` into ``double precision``: INTEGER; REAL as an exact hexadecimal float
   (``0x<mantissa>p<exponent>``, which PostgreSQL's float input reads exactly through
@@ -16,8 +16,12 @@ What SQL handles, by conversion (anything else: the row goes to Python):
 - ``timestamptz`` into ``timestamp with time zone``: ``YYYY-MM-DD[T ]HH:MM:SS`` with an
   optional ``.ffffff``, then ``Z``, ``±HH:MM`` (hours below 15) or nothing (UTC), each
   field range-checked; INTEGER and 9-11-digit TEXT epoch seconds below 10^11;
-- ``jsonb`` into ``jsonb``: TEXT that SQLite's strict ``json_valid`` accepts and that holds
-  no NUL escape (PostgreSQL parses it as Python would have); blank text is NULL.
+- ``jsonb`` into ``jsonb``: TEXT that SQLite's strict ``json_valid`` accepts (PostgreSQL
+  parses it as Python would have); blank text is NULL.
+
+SQL does not look for NUL characters (PostgreSQL text cannot hold them) or for the
+``\\u0000`` escape (jsonb cannot): :func:`needs_python` finds them in the built lines, and
+those rows go through Python, which refuses or converts them.
 
 Natural-key columns take the stricter path (TEXT for text, INTEGER for integer) so that
 the key Python reads back is the converted key.
@@ -75,7 +79,7 @@ def _quoted(x: str) -> str:
 
 
 def _text(x: str, key: bool) -> Branches:
-    out = {"text": f"CASE WHEN instr({x},char(0))=0 THEN {_quoted(x)} END"}
+    out = {"text": _quoted(x)}
     if not key:  # a key must read back as the converted key: text stays text
         out["integer"] = f"""'"'||{x}||'"'"""
     return out
@@ -111,7 +115,7 @@ def _timestamp(x: str) -> Branches:
         "END END"
     )
     iso = (
-        f"CASE WHEN {x} GLOB '{pattern}*' AND substr({x},1,4)>'0000' "
+        f"CASE WHEN {x} GLOB '{pattern}*' AND {x}>='0001' "
         f"AND substr({x},12,2)<'24' THEN {x}||{suffix} "
         f"WHEN length({x}) BETWEEN 9 AND 10 AND {x} NOT GLOB '*[^0-9]*' "
         f"THEN {epoch} END"
@@ -121,9 +125,14 @@ def _timestamp(x: str) -> Branches:
 
 def _json(x: str) -> Branches:
     return {
-        "text": f"CASE WHEN json_valid({x}) AND instr({x},'\\u0000')=0 "
-        f"AND instr({x},char(0))=0 THEN {_quoted(x)} WHEN trim({x},{_WS})='' THEN '' END"
+        "text": f"CASE WHEN json_valid({x}) THEN {_quoted(x)} WHEN trim({x},{_WS})='' THEN '' END"
     }
+
+
+def needs_python(line: str | None) -> bool:
+    """Whether a line SQL built must be rebuilt by Python: no line, or one holding a NUL
+    character or a ``\\u0000`` escape."""
+    return line is None or "\x00" in line or "\\u0000" in line
 
 
 def column_expression(
