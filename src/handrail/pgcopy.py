@@ -222,13 +222,27 @@ class _Source:
     def rel(self) -> str:
         return self.q(self.table)
 
-    def _boundaries_sql(self, every: int, where: str | None) -> str:
+    def _boundaries(
+        self, every: int, where: str | None, ph: str, run: Callable[[str, list[Any]], Any]
+    ) -> list[tuple[Any, ...]]:
+        """Every ``every``-th key in key order: one index walk of ``every`` rows per
+        boundary (``OFFSET`` from the previous one), never a sort of the whole table."""
         k = ", ".join(self.q(c) for c in self.key)
-        cond = f" WHERE ({where})" if where else ""
-        return (
-            f"SELECT {k} FROM (SELECT {k}, row_number() OVER (ORDER BY {k}) AS _hr_n "
-            f"FROM {self.rel}{cond}) s WHERE _hr_n % {int(every)} = 0 ORDER BY {k}"
-        )
+        out: list[tuple[Any, ...]] = []
+        while True:
+            conds = [f"({where})"] if where else []
+            params: list[Any] = []
+            if out:
+                conds.append(f"({k}) > ({', '.join([ph] * len(self.key))})")
+                params = list(out[-1])
+            cond = f" WHERE {' AND '.join(conds)}" if conds else ""
+            row = run(
+                f"SELECT {k} FROM {self.rel}{cond} ORDER BY {k} LIMIT 1 OFFSET {int(every) - 1}",
+                params,
+            )
+            if row is None:
+                return out
+            out.append(tuple(row))
 
     def _dups_sql(self, natural: Sequence[str], order_by: Sequence[str], where: str | None) -> str:
         n = ", ".join(self.q(c) for c in natural)
@@ -276,7 +290,7 @@ class _SQLiteSource(_Source):
         return {c: kind_of_sqlite_type(d) for c, d in self._decl.items()}
 
     def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self.conn.execute(self._boundaries_sql(every, where))]
+        return self._boundaries(every, where, "?", lambda q, p: self.conn.execute(q, p).fetchone())
 
     def read(
         self,
@@ -373,7 +387,9 @@ class _PostgresSource(_Source):
         return {c: kind_of_pg_type(t) for c, t in self._types.items()}
 
     def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self.conn.execute(self._boundaries_sql(every, where).encode())]
+        return self._boundaries(
+            every, where, "%s", lambda q, p: self.conn.execute(q.encode(), p).fetchone()
+        )
 
     def read(
         self,
