@@ -676,6 +676,8 @@ class CopyJob:
             self.close()
             raise
         self._losers: dict[tuple[Any, ...], str] | None = None
+        self._losers_future: Future[tuple[dict[tuple[Any, ...], str], list[Reject]]] | None = None
+        self._losers_lock = threading.Lock()
         self.duplicates: list[Reject] = []
         self._stage = f"_hr_stage_{abs(hash(self.mapping.name)) % 10**8}"
         self._stage_ready = False
@@ -769,10 +771,23 @@ class CopyJob:
     # -- duplicates -------------------------------------------------------------------
     def losers(self) -> dict[tuple[Any, ...], str]:
         """Source keys of rows that lose to another row with the same natural key."""
-        if self._losers is None:
-            self._losers, dups = find_losers(self.src, self.mapping, self.mapper)
-            self.duplicates.extend(dups)
-        return self._losers
+        with self._losers_lock:
+            if self._losers is None:
+                if self._losers_future is not None:
+                    self._losers, dups = self._losers_future.result()
+                else:
+                    self._losers, dups = find_losers(self.src, self.mapping, self.mapper)
+                self.duplicates.extend(dups)
+            return self._losers
+
+    def start_losers(self) -> None:
+        """Look for duplicate natural keys in a background thread (a SQLite source reads
+        on its own connection), so the first batches are read meanwhile; :meth:`losers`
+        waits for the answer before any row is filtered."""
+        if self._losers is None and self._losers_future is None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="handrail-copy-duplicates")
+            self._losers_future = pool.submit(find_losers, self.src, self.mapping, self.mapper)
+            pool.shutdown(wait=False)
 
     # -- one batch --------------------------------------------------------------------
     def prepare(self, rng: KeyRange) -> Prepared:
@@ -1035,7 +1050,10 @@ def copy_table(
     with job_ as job:
         ranges = job.plan_batches(run_id, step)
         done = job.committed(run_id, step)
-        job.losers()
+        if isinstance(job.src, _SQLiteSource) and pipeline:
+            job.start_losers()
+        else:
+            job.losers()
         todo = [r for r in ranges if r.batch not in done]
         for r in ranges:
             if r.batch in done:
@@ -1056,6 +1074,7 @@ def copy_table(
         else:
             for b in _pipelined(job, todo, run_id, step, readers):
                 finish(b)
+        job.losers()
         result.duplicates = list(job.duplicates)
         job.forget_plan(run_id, step)
     result.seconds = time.monotonic() - started
