@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import threading
 from pathlib import Path
 
 import psycopg
@@ -137,3 +138,45 @@ def test_killed_copy_resumes_exactly_once(pg_dsn: str, tmp_path: Path) -> None:
         "SELECT batch FROM _handrail.ledger GROUP BY run_id, step, batch HAVING count(*) > 1"
     )
     assert dupes == []
+
+
+def test_step_resolves_duplicates_once_and_reads_ahead(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One job serves all of a run's ranges: the GROUP BY for duplicate natural keys runs
+    once, not once per range, and every range but the first was read ahead."""
+    import handrail.pgcopy as pgcopy
+
+    src = make_source(tmp_path / "src.db", n=2000)
+    with sqlite3.connect(tmp_path / "src.db") as conn:  # v00010 twice: the later row wins
+        conn.execute("UPDATE content SET video_id = 'v00010' WHERE id = 'c01500'")
+    target = make_target(pg_dsn)
+    calls = {"losers": 0, "prepared": 0, "ahead": 0}
+    real_losers, real_prepare = pgcopy.find_losers, pgcopy.CopyJob.prepare
+
+    def counting_losers(*a: object, **k: object) -> object:
+        calls["losers"] += 1
+        return real_losers(*a, **k)  # type: ignore[arg-type]
+
+    def counting_prepare(self: pgcopy.CopyJob, rng: pgcopy.KeyRange) -> pgcopy.Prepared:
+        calls["prepared"] += 1
+        if threading.current_thread().name.startswith("handrail-copy-reader"):
+            calls["ahead"] += 1
+        return real_prepare(self, rng)
+
+    monkeypatch.setattr(pgcopy, "find_losers", counting_losers)
+    monkeypatch.setattr(pgcopy.CopyJob, "prepare", counting_prepare)
+    step = CopyTable("copy", src, target, MAPPING, rows_per_batch=250)
+    ex = Executor(
+        Runbook("copy", steps=[step]),
+        Journal(tmp_path / ".h"),
+        runbook_key="k",
+        options=RunOptions(auto_approve=True),
+    )
+    assert ex.run().status is RunStatus.COMPLETED
+    assert step._cached is None  # the job was closed after the last range
+    assert calls["losers"] == 1
+    assert calls["prepared"] == 9  # 2000 rows in ranges of 250: 8 full and an empty tail
+    assert calls["ahead"] == 8
+    assert target.query("SELECT id FROM content WHERE video_id = 'v00010'") == [("c01500",)]
+    assert target.query("SELECT count(*) FROM content") == [(1998,)]

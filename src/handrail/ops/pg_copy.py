@@ -9,13 +9,16 @@ for the mapped columns, hashing segments inside each database.
 
 from __future__ import annotations
 
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
 from ..context import StepContext
 from ..errors import PolicyError
 from ..model import CheckResult, Plan
 from ..parity import parity
-from ..pgcopy import CopyJob, CopySpec, KeyRange
+from ..pgcopy import CopyJob, CopySpec, KeyRange, Prepared
 from ..resources.postgres import Postgres, quote_ident
 from ..resources.sqlite import SQLite
 from ..runbook import Check, Step
@@ -54,6 +57,9 @@ class CopyTable(Step):
         kw.setdefault("writes", (target,))
         kw["batch_size"] = 1  # one key range per engine batch
         super().__init__(name, **kw)
+        self._cached: tuple[tuple[str, int, int], CopyJob, dict[int, Future[Prepared]]] | None
+        self._cached = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"handrail-{name}-reader")
 
     def params(self) -> dict[str, Any]:
         m = self.spec.mapping
@@ -126,12 +132,48 @@ class CopyTable(Step):
         return ctx.use(self.target).ledger_batches(ctx.run_id, self.name)
 
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
-        (rng,) = items
-        with self._job(ctx) as job:
-            result = job.apply_batch(KeyRange.from_json(rng), run_id=ctx.run_id, step=self.name)
+        (data,) = items
+        rng = KeyRange.from_json(data)
+        job, ahead = self._open_job(ctx)
+        try:
+            pending = ahead.pop(rng.batch, None)
+            prep = pending.result() if pending is not None else job.prepare(rng)
+            later = [r for r in job.plan_batches(ctx.run_id, self.name) if r.batch > rng.batch]
+            if later and later[0].batch not in ahead:
+                # read and convert the next range while this one is written
+                ahead[later[0].batch] = self._pool.submit(job.prepare, later[0])
+            result = job.write_batch(rng.batch, prep, run_id=ctx.run_id, step=self.name)
+        except BaseException:
+            self._close_job()
+            raise
+        if not later:
+            self._close_job()
         for r in result.rejects:
             ctx.reject(r.source, r.key, r.reason)
         return result.changed
+
+    def _open_job(self, ctx: StepContext) -> tuple[CopyJob, dict[int, Future[Prepared]]]:
+        """One job for all of a run's ranges: its connections, its duplicate-key answer
+        (a GROUP BY over the source) and the range read ahead are kept between batches,
+        and closed after the last range or on an error."""
+        key = (ctx.run_id, id(ctx.use(self.source)), id(ctx.use(self.target)))
+        if self._cached is None or self._cached[0] != key:
+            self._close_job()
+            job = self._job(ctx)
+            job.start_losers()
+            self._cached = (key, job, {})
+            weakref.finalize(self, job.close)
+        return self._cached[1], self._cached[2]
+
+    def _close_job(self) -> None:
+        if self._cached is not None:
+            _, job, ahead = self._cached
+            self._cached = None
+            for fut in ahead.values():
+                fut.cancel()
+                with suppress(BaseException):
+                    fut.result()
+            job.close()
 
     def rollback(self, ctx: StepContext) -> None:
         target = ctx.use(self.target)
