@@ -413,3 +413,24 @@ def test_direct_copy_falls_back_to_the_merge_when_keys_exist(
     assert {r.key for r in res.rejects} >= {"k0004", "k0005"}
     again = copy_table(src, Postgres("pg", dsn), MIXED, run_id="r2", step="s", batch_size=64)
     assert (again.inserted, again.updated) == (0, 0)
+
+
+def test_direct_copy_gives_way_to_row_level_security(pg_cluster: Any, tmp_path: Path) -> None:
+    """COPY FROM refuses a table with row-level security; INSERT does not: the copy goes
+    through the merge and every row lands."""
+    src = make_source(tmp_path / "src.db", mixed_rows(120))
+    dsn = pg_cluster.create_database("direct_rls")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TARGET)
+        conn.execute("CREATE ROLE writer LOGIN")
+        conn.execute("GRANT ALL ON SCHEMA public TO writer")
+        conn.execute("GRANT ALL ON dst TO writer")
+        conn.execute("ALTER TABLE dst ENABLE ROW LEVEL SECURITY")
+        conn.execute("CREATE POLICY everything ON dst USING (true) WITH CHECK (true)")
+        conn.execute("GRANT CREATE ON DATABASE direct_rls TO writer")
+    writer_dsn = dsn.replace("postgres@", "writer@", 1)
+    assert writer_dsn != dsn
+    res = copy_table(src, Postgres("pg", writer_dsn), MIXED, run_id="r", step="s", batch_size=50)
+    with psycopg.connect(dsn) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM dst").fetchone() or (0,)
+    assert count == res.inserted > 50

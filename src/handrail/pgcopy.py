@@ -948,7 +948,8 @@ class CopyJob:
         try:
             with self.conn.transaction(), self.conn.cursor().copy(sql) as cp:
                 cp.write("".join(lines))
-        except psycopg.errors.UniqueViolation:
+        except (psycopg.errors.UniqueViolation, psycopg.errors.FeatureNotSupported):
+            # a key exists, or COPY cannot write this table (row-level security)
             self.direct = False
             return False
         except _BISECT_ERRORS:
