@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -43,7 +44,7 @@ import psycopg
 
 from .errors import BadInput, StepFailed
 from .model import Reject
-from .pgcopy_sql import Capabilities, line_expression, needs_python
+from .pgcopy_sql import Capabilities, line_expression, needs_python, read_rows, reader_init
 from .resources.postgres import (
     CANONICAL_SETTINGS,
     HANDRAIL_SCHEMA,
@@ -797,12 +798,27 @@ class CopyJob:
         raw = self.src.read(self.mapper.select, rng.lo, rng.hi, self.mapping.where)
         return self.convert_rows(raw)
 
+    def sql_query(self, rng: KeyRange) -> tuple[str, str, list[Any]] | None:
+        """(database URI, query, parameters) giving the lines of a range, for a reader
+        process (:func:`handrail.pgcopy_sql.read_rows`); None without SQL lines."""
+        if self._sql_select is None or not isinstance(self.src, _SQLiteSource):
+            return None
+        query, params = self.src._range_sql(
+            self._sql_select, rng.lo, rng.hi, self.mapping.where, "?", exprs=True
+        )
+        return self.src._uri, query, params
+
     def _prepare_sql(self, rng: KeyRange) -> Prepared:
-        """Lines built by SQLite (:mod:`handrail.pgcopy_sql`); the rows it leaves (NULL
-        line) are read again by source key and converted in Python."""
         assert self._sql_select is not None
         assert isinstance(self.src, _SQLiteSource)
         rows = self.src.read_sql(self._sql_select, rng.lo, rng.hi, self.mapping.where)
+        return self.from_sql_rows(rows)
+
+    def from_sql_rows(self, rows: list[tuple[Any, ...]]) -> Prepared:
+        """A batch from the rows of :meth:`sql_query`: lines built by SQLite
+        (:mod:`handrail.pgcopy_sql`); the rows it left (no line, or a NUL) are read again
+        by source key and converted in Python."""
+        assert isinstance(self.src, _SQLiteSource)
         read = len(rows)
         nk = len(self.src.key)
         losers = self.losers()
@@ -1048,14 +1064,19 @@ def copy_table(
     started = time.monotonic()
     result = CopyResult()
     job_ = CopyJob(source, target, spec, batch_size=batch_size, sql_lines=sql_lines, direct=direct)
-    with job_ as job:
+    with job_ as job, ExitStack() as stack:
         ranges = job.plan_batches(run_id, step)
         done = job.committed(run_id, step)
+        todo = [r for r in ranges if r.batch not in done]
+        pool: Executor | None = None
+        if pipeline and readers > 1 and len(todo) >= 4 and job.sql_query(todo[0]) is not None:
+            # before any thread of ours starts: the readers are forked (spawn would re-run
+            # the caller's main module)
+            pool = stack.enter_context(reader_processes(readers))
         if isinstance(job.src, _SQLiteSource) and pipeline:
             job.start_losers()
         else:
             job.losers()
-        todo = [r for r in ranges if r.batch not in done]
         for r in ranges:
             if r.batch in done:
                 result.add(BatchResult(r.batch, skipped=True))
@@ -1073,7 +1094,7 @@ def copy_table(
             for r in todo:
                 finish(job.apply_batch(r, run_id=run_id, step=step))
         else:
-            for b in _pipelined(job, todo, run_id, step, readers):
+            for b in _pipelined(job, todo, run_id, step, pool, readers + 1):
                 finish(b)
         job.losers()
         result.duplicates = list(job.duplicates)
@@ -1082,29 +1103,53 @@ def copy_table(
     return result
 
 
-def _pipelined(
-    job: CopyJob, todo: list[KeyRange], run_id: str, step: str, readers: int
-) -> Iterator[BatchResult]:
-    """Prepare batches in ``readers`` threads while this thread writes them, in order.
+def reader_processes(n: int) -> ProcessPoolExecutor:
+    """``n`` forked reader processes, started now (they ignore Ctrl-C: the parent
+    stops them)."""
+    pool = ProcessPoolExecutor(
+        n, mp_context=multiprocessing.get_context("fork"), initializer=reader_init
+    )
+    for fut in [pool.submit(reader_init) for _ in range(n)]:
+        fut.result()
+    return pool
 
-    A SQLite source evaluates its line expressions inside ``sqlite3_step``, which runs
-    without the GIL, so two readers use two cores; a PostgreSQL source shares one
-    connection and gets one reader.
+
+def _pipelined(
+    job: CopyJob,
+    todo: list[KeyRange],
+    run_id: str,
+    step: str,
+    processes: Executor | None,
+    ahead: int = 2,
+) -> Iterator[BatchResult]:
+    """Prepare batches ahead while this thread writes them, in order.
+
+    With reader ``processes`` (SQL lines from SQLite), they run the line queries and
+    SQLite's evaluation uses other cores; in threads it would not, as Python's sqlite3
+    takes the GIL back for every row. Otherwise one thread reads ahead.
     """
-    if not isinstance(job.src, _SQLiteSource):
-        readers = 1
-    pending: deque[tuple[KeyRange, Future[Prepared]]] = deque()
+    pending: deque[tuple[KeyRange, Future[Any]]] = deque()
     left = iter(todo)
-    with ThreadPoolExecutor(readers, thread_name_prefix="handrail-copy-reader") as pool:
+    thread = ThreadPoolExecutor(1, thread_name_prefix="handrail-copy-reader")
+
+    def submit(r: KeyRange) -> None:
+        q = job.sql_query(r) if processes is not None else None
+        if processes is not None and q is not None:
+            pending.append((r, processes.submit(read_rows, *q)))
+        else:
+            pending.append((r, thread.submit(job.prepare, r)))
+
+    with thread:
         try:
-            for r in itertools.islice(left, readers + 1):
-                pending.append((r, pool.submit(job.prepare, r)))
+            for r in itertools.islice(left, ahead):
+                submit(r)
             while pending:
                 rng, fut = pending.popleft()
-                prep = fut.result()
+                got = fut.result()
                 nxt = next(left, None)
                 if nxt is not None:
-                    pending.append((nxt, pool.submit(job.prepare, nxt)))
+                    submit(nxt)
+                prep = got if isinstance(got, Prepared) else job.from_sql_rows(got)
                 yield job.write_batch(rng.batch, prep, run_id=run_id, step=step)
         finally:
             for _, fut in pending:

@@ -29,8 +29,10 @@ the key Python reads back is the converted key.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -177,3 +179,20 @@ def line_expression(
             column_expression(x, b.convert.fn, target_types[b.target], caps, key=b.target in keys)
         )
     return "||','||".join(parts) + "||char(10)"
+
+
+# -- reader processes ----------------------------------------------------------------------
+_CONNECTIONS: dict[str, sqlite3.Connection] = {}
+
+
+def reader_init() -> None:
+    """In a reader process: Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def read_rows(uri: str, query: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Run one range's line query in a reader process (its own read-only connection)."""
+    conn = _CONNECTIONS.get(uri)
+    if conn is None:
+        conn = _CONNECTIONS[uri] = sqlite3.connect(uri, uri=True, timeout=30)
+    return conn.execute(query, params).fetchall()
