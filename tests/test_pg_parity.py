@@ -173,3 +173,17 @@ def test_sqlite_to_sqlite(tmp_path: Path) -> None:
         [("v0000100",)],
     )
     assert list(report.samples[0].columns) == ["score"]
+
+
+def test_target_without_a_key_index(pg_dsn: str, tmp_path: Path) -> None:
+    """Without a btree index on the key, PostgreSQL finds each row's segment with
+    width_bucket in one pass instead of reading key ranges from the index."""
+    src = make_source(tmp_path / "s.db", 5_000)
+    pg = pg_target(pg_dsn)
+    copy_table(src, pg, MAPPING, run_id="r", step="copy")
+    run(pg_dsn, "ALTER TABLE content DROP CONSTRAINT content_pkey")
+    assert parity(src, pg, MAPPING, segment_rows=300).equal
+    run(pg_dsn, "UPDATE content SET score = score + 1 WHERE video_id = 'v0004321'")
+    report = parity(src, pg, MAPPING, segment_rows=300)
+    assert report.different == [("v0004321",)]
+    assert list(report.samples[0].columns) == ["score"]

@@ -7,20 +7,28 @@ timestamp copied into TIMESTAMPTZ, or JSON text copied into JSONB, is not a fals
 difference.
 
 How. Segment boundaries are every ``segment_rows``-th natural key of the source. Each
-side hashes every segment (``md5`` over the key-ordered row texts):
+side hashes every segment (``md5`` over the key-ordered row texts), both sides at once
+(the target's in a thread; each side has its own connection):
 
-- PostgreSQL hashes inside the server: one ``GROUP BY width_bucket(key, boundaries)``
-  query with ``md5(string_agg(row_text, E'\\n' ORDER BY key))``; only the digests travel;
-- SQLite builds each row's text in SQL (C), calling Python only for values whose
-  canonical form SQL cannot produce exactly (floats, JSON, unusual timestamps); Python
-  hashes the texts per segment.
+- PostgreSQL hashes inside the server; only the digests travel. With a btree index on
+  the key (the unique index a copy's upsert needs) one query reads each segment as an
+  index range (``LATERAL``, ``md5(string_agg(row_text, E'\\n' ORDER BY key))``);
+  without one, a single pass finds each row's segment with ``width_bucket``. Each
+  canonical text is computed once per row (an ``OFFSET 0`` subquery), JIT is off;
+- SQLite builds each row's text in SQL (C) for the common shapes of values
+  (:mod:`handrail.parity_sqlite`: text, integers, booleans, floats to 15 digits away from
+  rounding ties, ISO 8601 and epoch timestamps), calling Python only for the others
+  (JSON, memoised per document; odd timestamps; near-tie floats); Python hashes the
+  texts per segment.
 
-Keys order as bytes on both sides (``COLLATE "C"`` in PostgreSQL, SQLite's BINARY).
+Keys order as bytes on both sides (``C`` collation in PostgreSQL, SQLite's BINARY).
 Segments whose digests differ are split again (recursively) until they are small, then
 their rows are compared one by one: keys only in the source are *missing*, keys only in
 the target are *extra*, keys in both with other values are *different* (with samples).
 
-Row texts are unambiguous: each value is ``<length>:<text>`` or ``~`` for NULL.
+Row texts are unambiguous: each value is ``~`` for NULL, ``<text>,`` for kinds whose
+texts never hold ``,`` or ``~`` (numbers, booleans, timestamps, uuids, bytes), else
+``<length>:<text>``.
 
 :func:`reconcile` makes a PostgreSQL target equal to the source for the mapped columns
 (upserts for missing and different rows, deletes for extra ones, one transaction), or
@@ -33,6 +41,7 @@ import hashlib
 import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +51,7 @@ import psycopg
 
 from .errors import BadInput
 from .model import Reject
+from .parity_sqlite import float_probe_ok, token_sql
 from .pgcopy import CopyJob, CopySpec, find_losers, open_source, upsert_rows
 from .resources.postgres import Postgres, _split_table, qualified, quote_ident
 from .resources.sqlite import SQLite
@@ -61,10 +71,17 @@ from .sqlmap import (
 
 NULL_TOKEN = "~"
 
+#: kinds whose canonical texts hold neither ``,`` nor ``~`` (digits, signs, ``.``, ``:``,
+#: letters): their token is the text and a ``,``, with no length to compute
+BARE_KINDS = frozenset({"int", "float", "float4", "numeric", "bool", "timestamp", "uuid", "bytes"})
 
-def token(text: str | None) -> str:
-    """One value of a row text: ``<length>:<text>``, or ``~`` for NULL."""
-    return NULL_TOKEN if text is None else f"{len(text)}:{text}"
+
+def token(text: str | None, kind: str = "text") -> str:
+    """One value of a row text: ``~`` for NULL, ``<text>,`` for :data:`BARE_KINDS`,
+    else ``<length>:<text>``."""
+    if text is None:
+        return NULL_TOKEN
+    return f"{text}," if kind in BARE_KINDS else f"{len(text)}:{text}"
 
 
 @dataclass
@@ -195,6 +212,7 @@ class _PgSide(_Side):
         key: str,
         key_type: str,
         canon: list[str],
+        kinds: list[str],
         columns: list[str],
     ) -> None:
         self.conn = conn
@@ -202,8 +220,9 @@ class _PgSide(_Side):
         self.key = key
         self.key_type = key_type
         self.canon = canon
+        self.kinds = kinds
         self.columns = columns
-        self._k = _keyexpr(key, key_type)
+        self._k, self._indexed = _pg_key_access(conn, rel, key, key_type)
 
     def _range(self, rng: Range) -> tuple[str, list[Any]]:
         conds, params = [], []
@@ -225,17 +244,51 @@ class _PgSide(_Side):
         ).fetchall()
         return [tuple(r) for r in rows]
 
+    def _canon_rows(self, cond: str) -> str:
+        """Rows (k, c0, c1, ...) of canonical texts. OFFSET 0 keeps the subquery apart,
+        so each canonical text is computed once, not once per use in its token."""
+        cols = "".join(f", {e} AS c{i}" for i, e in enumerate(self.canon))
+        return f"(SELECT {self._k} AS k{cols} FROM {self.rel}{cond} OFFSET 0)"
+
+    def _agg(self) -> str:
+        """count and md5 of the key-ordered row texts of a group of :meth:`_canon_rows`."""
+        text = " || ".join(_pg_token(f"c{i}", k) for i, k in enumerate(self.kinds)) or "''"
+        return f"count(*) AS n, md5(string_agg({text}, E'\\n' ORDER BY k)) AS h"
+
     def digests(self, bounds: list[Key], rng: Range) -> Digests:
+        if self._indexed and bounds:
+            return self._digests_by_range(bounds, rng)
+        # No btree index to read key ranges from: one pass, each row's segment found by
+        # width_bucket (a binary search, but one that walks variable-width elements).
         cond, params = self._range(rng)
-        text = " || ".join(_pg_token(e) for e in self.canon) or "''"
         base = self.key_type.split("(")[0]
         rows = self.conn.execute(
-            f"SELECT b, count(*), md5(string_agg(r, E'\\n' ORDER BY k)) FROM "
-            f"(SELECT width_bucket({self._k}, %s::{base}[]) AS b, {self._k} AS k, {text} AS r "
-            f"FROM {self.rel}{cond}) s GROUP BY b".encode(),
+            f"SELECT width_bucket(k, %s::{base}[]) AS b, {self._agg()} "
+            f"FROM {self._canon_rows(cond)} s GROUP BY b".encode(),
             [[b[0] for b in bounds], *params],
         ).fetchall()
         return {int(b): (int(n), str(h)) for b, n, h in rows}
+
+    def _digests_by_range(self, bounds: list[Key], rng: Range) -> Digests:
+        """One index range scan per segment: no bucket search, rows already in key order."""
+        k, base = self._k, self.key_type.split("(")[0]
+        parts, params = [], []
+        first, fparams = self._range((rng[0], bounds[0]))
+        parts.append(f"SELECT 0 AS i, {self._agg()} FROM {self._canon_rows(first)} s")
+        params += fparams
+        if len(bounds) > 1:
+            mid = f" WHERE {k} >= g.lo AND {k} < g.hi"
+            parts.append(
+                f"SELECT g.i::int, d.n, d.h FROM unnest(%s::{base}[], %s::{base}[]) "
+                f"WITH ORDINALITY g(lo, hi, i), "
+                f"LATERAL (SELECT {self._agg()} FROM {self._canon_rows(mid)} s) d"
+            )
+            params += [[b[0] for b in bounds[:-1]], [b[0] for b in bounds[1:]]]
+        last, lparams = self._range((bounds[-1], rng[1]))
+        parts.append(f"SELECT {len(bounds)}, {self._agg()} FROM {self._canon_rows(last)} s")
+        params += lparams
+        rows = self.conn.execute(" UNION ALL ".join(parts).encode(), params).fetchall()
+        return {int(i): (int(n), str(h)) for i, n, h in rows if n}
 
     def rows(self, rng: Range) -> dict[Key, list[str | None]]:
         cond, params = self._range(rng)
@@ -253,6 +306,37 @@ class _PgSide(_Side):
 def _keyexpr(col: str, typ: str) -> str:
     q = quote_ident(col)
     return f'{q} COLLATE "C"' if kind_of_pg_type(typ) == "text" else q
+
+
+def _pg_key_access(conn: psycopg.Connection, rel: str, key: str, typ: str) -> tuple[str, bool]:
+    """(SQL for ``key`` ordered as bytes, whether a btree index reads ranges of it).
+
+    A text key whose collation already orders as bytes (``C``/``POSIX``, or the database
+    default when that is libc ``C``) is compared as it is, so its index serves ranges;
+    with ``COLLATE "C"`` added no index of the column's own collation would.
+    """
+    row = conn.execute(
+        "SELECT coll.collname, d.datcollate, to_jsonb(d) ->> 'datlocprovider', "
+        "EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+        "JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = a.attrelid "
+        "AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND am.amname = 'btree' "
+        "AND i.indcollation[0] = a.attcollation) "
+        "FROM pg_attribute a LEFT JOIN pg_collation coll ON coll.oid = a.attcollation "
+        "JOIN pg_database d ON d.datname = current_database() "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+        (rel, key),
+    ).fetchone()
+    if row is None:
+        return _keyexpr(key, typ), False
+    collname, datcollate, provider, indexed = row
+    if kind_of_pg_type(typ) != "text":
+        return quote_ident(key), bool(indexed)
+    bytewise = collname in ("C", "POSIX") or (
+        collname == "default" and datcollate in ("C", "POSIX") and provider in (None, "c")
+    )
+    if bytewise:
+        return quote_ident(key), bool(indexed)
+    return _keyexpr(key, typ), False
 
 
 # -- canonical SQL per kind --------------------------------------------------------------
@@ -276,62 +360,18 @@ def _pg_canon(col: str, kind: str) -> str:
     }.get(kind, f"{c}::text")
 
 
-def _pg_token(expr: str) -> str:
+def _pg_token(expr: str, kind: str) -> str:
+    if kind in BARE_KINDS:
+        return f"coalesce({expr} || ',', '~')"
     return f"coalesce(length({expr})::text || ':' || {expr}, '~')"
 
 
-_D = "[0-9]"
-_ISO_SECONDS = f"{_D * 4}-{_D * 2}-{_D * 2}[ T]{_D * 2}:{_D * 2}:{_D * 2}"
-
-
-def _sqlite_token(col: str, kind: str, py: str, default_conversion: bool) -> str:
-    """SQLite SQL for the token of a raw value converted to ``kind``. SQL handles only
-    the values whose canonical text it produces exactly like Python; ``py`` (a registered
-    Python function) handles every other value."""
-    c = quote_ident(col)
-
-    def tok(e: str) -> str:
-        return f"length({e}) || ':' || {e}"
-
-    if not default_conversion:
-        return py
-    if kind == "text":
-        return (
-            f"CASE typeof({c}) WHEN 'null' THEN '~' WHEN 'text' THEN {tok(c)} "
-            f"WHEN 'integer' THEN {tok(f'CAST({c} AS TEXT)')} ELSE {py} END"
-        )
-    if kind == "int":
-        return (
-            f"CASE typeof({c}) WHEN 'null' THEN '~' "
-            f"WHEN 'integer' THEN {tok(f'CAST({c} AS TEXT)')} ELSE {py} END"
-        )
-    if kind == "bool":
-        return (
-            f"CASE WHEN {c} IS NULL THEN '~' WHEN typeof({c}) = 'integer' AND {c} = 1 "
-            f"THEN '1:t' WHEN typeof({c}) = 'integer' AND {c} = 0 THEN '1:f' ELSE {py} END"
-        )
-    if kind == "timestamp":
-        # 'YYYY-MM-DD HH:MM:SS' (or with T, or a trailing Z), valid as a date: SQLite
-        # normalizes 02-30 to 03-01, so the round trip must give the same text
-        valid = f"strftime('%Y-%m-%d %H:%M:%S', {c}) = replace(substr({c}, 1, 19), 'T', ' ')"
-        return (
-            f"CASE WHEN {c} IS NULL THEN '~' "
-            f"WHEN typeof({c}) = 'text' AND ({c} GLOB '{_ISO_SECONDS}' "
-            f"OR {c} GLOB '{_ISO_SECONDS}Z') AND {valid} "
-            f"THEN '27:' || substr({c}, 1, 10) || 'T' || substr({c}, 12, 8) || '.000000Z' "
-            f"WHEN typeof({c}) = 'integer' AND {c} BETWEEN 0 AND 99999999999 "
-            f"THEN '27:' || strftime('%Y-%m-%dT%H:%M:%S.000000Z', {c}, 'unixepoch') "
-            f"ELSE {py} END"
-        )
-    return py
-
-
-def _untoken(t: str | None) -> str | None:
+def _untoken(t: str | None, kind: str) -> str | None:
     if t is None or t == NULL_TOKEN:
         return None
     if t.startswith("!"):
         return t
-    return t.split(":", 1)[1]
+    return t[:-1] if kind in BARE_KINDS else t.split(":", 1)[1]
 
 
 def _py_token(b: BoundColumn) -> Callable[[Any], str]:
@@ -340,7 +380,7 @@ def _py_token(b: BoundColumn) -> Callable[[Any], str]:
 
     def generic(v: Any) -> str:
         try:
-            return token(canonical(kind, conv(v)))
+            return token(canonical(kind, conv(v)), kind)
         except Exception as exc:  # a reject: a text no stored value can have
             return f"!reject: {exc}"
 
@@ -350,8 +390,7 @@ def _py_token(b: BoundColumn) -> Callable[[Any], str]:
 
         def real(v: Any) -> str:
             if type(v) is float and math.isfinite(v):
-                t = f"{v:.15g}"
-                return f"{len(t)}:{t}"
+                return f"{v:.15g},"
             return generic(v)
 
         return real
@@ -361,15 +400,35 @@ def _py_token(b: BoundColumn) -> Callable[[Any], str]:
             if type(v) is str and v[4:5] == "-":
                 try:
                     d = datetime.fromisoformat(v)
-                except ValueError:
+                    if d.tzinfo is not None:
+                        d = d.astimezone(UTC).replace(tzinfo=None)
+                except (ValueError, OverflowError):
                     return generic(v)
-                if d.tzinfo is not None:
-                    d = d.astimezone(UTC).replace(tzinfo=None)
-                return "27:" + d.isoformat(timespec="microseconds") + "Z"
+                return d.isoformat(timespec="microseconds") + "Z,"
             return generic(v)
 
         return ts
+    if kind == "json":
+        # JSON columns often repeat documents (tags, categories, settings), and parsing
+        # and key-ordering one costs microseconds: remember the last few thousand
+        memo: dict[str, str] = {}
+
+        def doc(v: Any) -> str:
+            if type(v) is not str or len(v) > _MEMO_CHARS:
+                return generic(v)
+            got = memo.get(v)
+            if got is None:
+                if len(memo) >= _MEMO_ENTRIES:
+                    memo.clear()
+                got = memo[v] = generic(v)
+            return got
+
+        return doc
     return generic
+
+
+_MEMO_ENTRIES = 4096
+_MEMO_CHARS = 2048
 
 
 # -- building the sides ------------------------------------------------------------------
@@ -421,14 +480,29 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
     conn: Any = getattr(src, "conn", None)
 
     tokens: list[str] | None = None
+    py_tokens = [_py_token(b) for b in mapper.columns]
+    registered: set[int] = set()
+
+    def connect() -> Any:
+        """This thread's connection (a SQLite source has one per thread), with the token
+        functions registered."""
+        c: Any = getattr(src, "conn", None)
+        if tokens is not None and id(c) not in registered:
+            for i, f in enumerate(py_tokens):
+                c.create_function(f"hr_tok_{i}", 1, f, deterministic=True)
+            registered.add(id(c))
+        return c
+
     if is_sqlite and not mapper.has_compute:
+        float_ok = float_probe_ok(conn)
         tokens = []
         for i, b in enumerate(mapper.columns):
             fn = f"hr_tok_{i}"
-            conn.create_function(fn, 1, _py_token(b), deterministic=True)
             col = mapper.select[b.source_index or 0]
-            tokens.append(_sqlite_token(col, b.kind, f"{fn}({quote_ident(col)})", _is_default(b)))
+            py = f"{fn}({quote_ident(col)})"
+            tokens.append(token_sql(col, b.kind, py, float_ok=float_ok) if _is_default(b) else py)
     raw_sel = ", ".join(src.select_expr(c) for c in mapper.select)
+    kinds = [b.kind for b in mapper.columns]
 
     def where(rng: Range) -> tuple[str, list[Any]]:
         parts, params = [], []
@@ -446,7 +520,7 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
         cond, params = where(rng)
         if as_text is None:  # keys only
             query = f"SELECT {keys_sel} FROM {src.rel}{cond} ORDER BY {korder}"
-            cur = conn.execute(query if is_sqlite else query.encode(), params)
+            cur = connect().execute(query if is_sqlite else query.encode(), params)
             while batch := cur.fetchmany(10000):
                 for row in batch:
                     if not losers or tuple(row[nn:]) not in losers:
@@ -457,7 +531,7 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
         else:
             sel = raw_sel
         query = f"SELECT {keys_sel}, {sel} FROM {src.rel}{cond} ORDER BY {korder}"
-        cur = conn.execute(query if is_sqlite else query.encode(), params)
+        cur = connect().execute(query if is_sqlite else query.encode(), params)
         while batch := cur.fetchmany(5000):
             for row in batch:
                 if losers and tuple(row[nn : nn + nsk]) in losers:
@@ -467,7 +541,7 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
                     if as_text:
                         yield (*head, row[-1])
                     else:
-                        yield (*head, *(_untoken(t) for t in row[nn + nsk :]))
+                        yield (*head, *map(_untoken, row[nn + nsk :], kinds))
                     continue
                 got = mapper.convert(row[nn + nsk :])
                 if isinstance(got, Converted):
@@ -475,7 +549,13 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
                 else:
                     vals = [f"!reject: {got.reason}"] * len(mapper.columns)
                 if as_text:
-                    yield (*head, "".join(v if v and v[0] == "!" else token(v) for v in vals))
+                    yield (
+                        *head,
+                        "".join(
+                            v if v and v[0] == "!" else token(v, k)
+                            for v, k in zip(vals, kinds, strict=True)
+                        ),
+                    )
                 else:
                     yield (*head, *vals)
 
@@ -499,7 +579,8 @@ def _target_side(
     """The target's stored values of the mapped columns, read as their kinds."""
     if isinstance(db, Postgres) and len(spec.key) == 1:
         conn = db._open(autocommit=True)
-        for stmt in ("SET extra_float_digits = 0", "SET TimeZone = 'UTC'"):
+        # jit off: compiling the wide row-text expressions costs more than it saves here
+        for stmt in ("SET extra_float_digits = 0", "SET TimeZone = 'UTC'", "SET jit = off"):
             conn.execute(stmt.encode())
         schema, name = _split_table(spec.target)
         canon = [_pg_canon(c.target, kinds[c.target]) for c in spec.columns]
@@ -509,6 +590,7 @@ def _target_side(
             spec.key[0],
             types[spec.key[0]],
             canon,
+            [kinds[c.target] for c in spec.columns],
             [c.target for c in spec.columns],
         )
     identity = TableMap(
@@ -580,7 +662,7 @@ def _compare(
     *,
     top: bool,
 ) -> None:
-    da, db = a.digests(bounds, rng), b.digests(bounds, rng)
+    da, db = _both(a, b, bounds, rng)
     if top:
         report.segments = len(bounds) + 1
         report.source_rows = sum(n for n, _ in da.values())
@@ -600,6 +682,19 @@ def _compare(
                 _compare(a, b, (lo, hi), sub, segment_rows, fanout, samples, report, top=False)
                 continue
         _diff_rows(a, b, (lo, hi), samples, report)
+
+
+def _both(a: _Side, b: _Side, bounds: list[Key], rng: Range) -> tuple[Digests, Digests]:
+    """Both sides' digests, computed at the same time: the target's in a thread (mostly
+    waiting for its database; a PostgreSQL server hashes on its own CPU), the source's here.
+    Each side has its own connection."""
+    with ThreadPoolExecutor(1, thread_name_prefix="parity") as pool:
+        theirs = pool.submit(b.digests, bounds, rng)
+        try:
+            ours = a.digests(bounds, rng)
+        finally:
+            done = theirs.result()
+    return ours, done
 
 
 def _diff_rows(a: _Side, b: _Side, rng: Range, samples: int, report: ParityReport) -> None:
