@@ -25,7 +25,7 @@ from ...checks import Predicate, RecordsPreserved
 from ...context import StepContext
 from ...errors import ResourceError
 from ...model import BlastRadius
-from ...ops.json_import import ImportRecords, SourceRecord
+from ...ops.json_import import ImportRecords, RecordError, SourceRecord
 from ...ops.json_transform import TransformJSON
 from ...ops.pg_copy import CopyTable, Parity
 from ...ops.pg_sql import PgSQL
@@ -118,9 +118,34 @@ def _staged(value: Any, column: str) -> Any:
     return value
 
 
-def build(root: str | Path, *, dsn: str, rows_per_batch: int = 500) -> Runbook:
+class _Rejected:
+    """The value of a :class:`SourceRecord` the merge left out: the mapper raises
+    :class:`RecordError`, so the record becomes a journalled reject with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _mapper(columns: tuple[str, ...]) -> Any:
+    def mapper(rec: SourceRecord) -> dict[str, Any]:
+        if isinstance(rec.value, _Rejected):
+            raise RecordError(rec.value.reason)
+        return {c: _staged(rec.value[c], c) for c in columns}
+
+    return mapper
+
+
+def build(
+    root: str | Path, *, dsn: str, rows_per_batch: int = 500, max_reject_share: float = 0.0
+) -> Runbook:
     """The merge of ``root/processing.db`` and ``root/dashboard.db`` (with
-    ``root/last_sync.json``) into the PostgreSQL database ``dsn``."""
+    ``root/last_sync.json``) into the PostgreSQL database ``dsn``.
+
+    A video with a value that does not convert is a reject (key and reason in the journal)
+    and the rest are merged; the gate after the merge fails, naming the rejects, when more
+    than ``max_reject_share`` of the merged records are rejected (by default: any), before
+    anything is copied. A rejected curated video fails the curated checks at any share.
+    """
     root = Path(root)
     for name in ("processing.db", "dashboard.db", "last_sync.json"):
         if not (root / name).exists():
@@ -150,10 +175,11 @@ def build(root: str | Path, *, dsn: str, rows_per_batch: int = 500) -> Runbook:
         ]
 
         def in_target(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+            rejected: dict[str, str] = {}
             want = {
                 r["video_id"]: r
                 for r in rules.expected_merge(
-                    ctx.use(processing).path, ctx.use(dashboard).path, last_sync
+                    ctx.use(processing).path, ctx.use(dashboard).path, last_sync, rejects=rejected
                 )
                 if r["video_id"] in set(curated)
             }
@@ -171,10 +197,14 @@ def build(root: str | Path, *, dsn: str, rows_per_batch: int = 500) -> Runbook:
                 if v not in got
                 or (w["category"], w["subcategory"], w["subcategories_json"]) != tuple(got[v][1:])
             )
+            # A curated video the merge rejected is a curated record lost: never accepted.
+            lost = {v: rejected[v] for v in curated if v in rejected}
+            wrong = sorted([*wrong, *lost])
             return not wrong, {
                 "curated": len(curated),
                 "in_target": len(got),
                 "wrong": wrong[:20],
+                "rejected": [{"video_id": v, "reason": r} for v, r in list(lost.items())[:20]],
                 "message": f"{len(wrong)} curated record(s) differ" if wrong else "",
             }
 
@@ -224,16 +254,26 @@ def build(root: str | Path, *, dsn: str, rows_per_batch: int = 500) -> Runbook:
     )
 
     def merged(ctx: StepContext) -> list[SourceRecord]:
-        rows = rules.expected_merge(ctx.use(processing).path, ctx.use(dashboard).path, last_sync)
-        return [SourceRecord("merge", r["video_id"], r) for r in rows]
-
-    def merged_summaries(ctx: StepContext) -> list[SourceRecord]:
-        rows = rules.expected_summaries(
-            ctx.use(processing).path, ctx.use(dashboard).path, last_sync
+        rejected: dict[str, str] = {}
+        rows = rules.expected_merge(
+            ctx.use(processing).path, ctx.use(dashboard).path, last_sync, rejects=rejected
         )
         return [
-            SourceRecord("merge", f"{r['video_id']}/{r['variant']}/{r['revision']}", r)
-            for r in rows
+            *(SourceRecord("merge", r["video_id"], r) for r in rows),
+            *(SourceRecord("merge", v, _Rejected(why)) for v, why in rejected.items()),
+        ]
+
+    def merged_summaries(ctx: StepContext) -> list[SourceRecord]:
+        rejected: dict[str, str] = {}
+        rows = rules.expected_summaries(
+            ctx.use(processing).path, ctx.use(dashboard).path, last_sync, rejects=rejected
+        )
+        return [
+            *(
+                SourceRecord("merge", f"{r['video_id']}/{r['variant']}/{r['revision']}", r)
+                for r in rows
+            ),
+            *(SourceRecord("merge", k, _Rejected(why)) for k, why in rejected.items()),
         ]
 
     merge = ImportRecords(
@@ -242,7 +282,7 @@ def build(root: str | Path, *, dsn: str, rows_per_batch: int = 500) -> Runbook:
         db=staging,
         table="content",
         key="video_id",
-        mapper=lambda rec: {c: _staged(rec.value[c], c) for c in rules.CONTENT_COLUMNS},
+        mapper=_mapper(rules.CONTENT_COLUMNS),
         reads=(processing, dashboard),
         blast=BlastRadius(
             changes="merged.db content: one row per surviving video_id",
@@ -256,8 +296,21 @@ def build(root: str | Path, *, dsn: str, rows_per_batch: int = 500) -> Runbook:
         db=staging,
         table="summaries",
         key=["video_id", "variant", "revision"],
-        mapper=lambda rec: {c: _staged(rec.value[c], c) for c in rules.SUMMARY_COLUMNS},
+        mapper=_mapper(rules.SUMMARY_COLUMNS),
         reads=(processing, dashboard),
+        gates=[
+            Gate(
+                "nothing rejected",
+                checks=[
+                    Predicate(
+                        "rejects within the limit",
+                        lambda ctx: _rejects_ok(ctx, (merge, merge_summaries), max_reject_share),
+                        f"at most {max_reject_share:.1%} of the merged records rejected "
+                        "(a reject is a video or summary group the target will not hold)",
+                    )
+                ],
+            )
+        ],
     )
     copy = CopyTable(
         "copy content",
@@ -324,4 +377,31 @@ def _latest_ok(ctx: StepContext, target: Postgres) -> tuple[bool | None, dict[st
     return not bad, {
         "bad_groups": [list(map(str, r)) for r in bad[:20]],
         "message": f"{len(bad)} group(s) break the rule" if bad else "",
+    }
+
+
+def _rejects_ok(
+    ctx: StepContext, steps: tuple[ImportRecords, ...], max_share: float
+) -> tuple[bool | None, dict[str, Any]]:
+    """The merge's rejects, by key and reason, against ``max_share`` of its records."""
+    assert ctx.journal is not None
+    total, rejected = 0, []
+    for step in steps:
+        row = ctx.journal.step(ctx.run_id, step.name)
+        total += int((row.plan or {}).get("counts", {}).get("records", 0))
+        rejected += ctx.journal.rejects(ctx.run_id, step.name)
+    share = len(rejected) / total if total else 0.0
+    named = "; ".join(f"{r['key']} ({r['reason']})" for r in rejected[:5])
+    more = f"; and {len(rejected) - 5} more" if len(rejected) > 5 else ""
+    return share <= max_share, {
+        "records": total,
+        "rejected": len(rejected),
+        "share": round(share, 6),
+        "max_share": max_share,
+        "rejects": [
+            {"step": r["step"], "key": r["key"], "reason": r["reason"]} for r in rejected[:50]
+        ],
+        "message": f"{len(rejected)} of {total} merged records rejected (limit "
+        f"{max_share:.1%}): {named}{more}; fix the values in the source copy, roll back and "
+        "run again, or raise max_reject_share to go ahead without them",
     }

@@ -40,7 +40,11 @@ JSON text parsed as PostgreSQL's ``jsonb`` returns it, text that is not JSON (Na
 Infinity included) as ``{"raw_text": text}``, NULL, empty text and JSON ``null`` as None.
 ``key_topics`` becomes ``topics_json``, ``analysis`` becomes ``analysis_json``. A value
 that cannot be stored (an unparsable timestamp, NUL in text) raises
-:class:`~handrail.sqlmap.ConversionError` naming the copy, row and column.
+:class:`~handrail.sqlmap.ConversionError` naming the copy, row and column; given a
+``rejects`` dict instead, the functions leave the video out (or, for summaries, the
+(video, variant) group) and store the reason under its key, so one bad value costs one
+video, never the merge. A video with a bad value in any of its rows is left out whole: its
+winner, its fate or a column of the merge cannot be trusted, and its summaries go with it.
 
 **Summaries.** A summary belongs to the video of its ``content_id`` in the same copy
 (``content_id`` is the SQLite ``content.id``, so summaries of duplicate rows meet under one
@@ -266,16 +270,34 @@ def is_curated(row: Row) -> bool:
     return value is not None and value not in ([], {}, "")
 
 
-def winners(rows: Iterable[Row], *, prefer_curated: bool = False) -> dict[str, Row]:
+def winners(
+    rows: Iterable[Row],
+    *,
+    prefer_curated: bool = False,
+    rejects: dict[str, str] | None = None,
+    side: str = "",
+) -> dict[str, Row]:
     """One row per video_id: the latest ``indexed_at`` (NULL oldest), ties by greater ``id``;
-    with ``prefer_curated`` (the dashboard) a curated row first beats any other."""
+    with ``prefer_curated`` (the dashboard) a curated row first beats any other.
+
+    A row whose ``indexed_at`` (or curation) does not convert raises, or with ``rejects``
+    leaves its video out, since no winner can be picked: the reason goes in ``rejects``.
+    """
     best: dict[str, tuple[tuple[bool, datetime, str], Row]] = {}
     for row in rows:
         vid = row["video_id"]
-        if _blank(vid):
+        if _blank(vid) or (rejects is not None and vid in rejects):
             continue
-        when = _convert(_TIMESTAMP, row, "indexed_at") or _OLDEST
-        key = (prefer_curated and is_curated(row), when, str(row["id"]))
+        try:
+            when = _convert(_TIMESTAMP, row, "indexed_at", side) or _OLDEST
+            curated = prefer_curated and _convert(_CURATED, row, "", side)
+        except sqlmap.ConversionError as exc:
+            if rejects is None:
+                raise
+            rejects[vid] = str(exc)
+            best.pop(vid, None)
+            continue
+        key = (curated, when, str(row["id"]))
         held = best.get(vid)
         if held is None or key > held[0]:
             best[vid] = (key, row)
@@ -293,37 +315,84 @@ def fates(
 
 
 def merge_content(
-    processing: Iterable[Row], dashboard: Iterable[Row], last_sync: datetime
+    processing: Iterable[Row],
+    dashboard: Iterable[Row],
+    last_sync: datetime,
+    *,
+    rejects: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``content`` rows after the merge, converted, in video_id order (pure); a naive
-    ``last_sync`` is UTC."""
-    p = winners(processing)
-    d = winners(dashboard, prefer_curated=True)
+    ``last_sync`` is UTC.
+
+    A value that does not convert raises :class:`~handrail.sqlmap.ConversionError`; with
+    ``rejects``, its video is left out instead and ``rejects[video_id]`` says why.
+    """
+    bad: dict[str, str] = {}
+    p = winners(processing, rejects=None if rejects is None else bad, side="processing")
+    d = winners(
+        dashboard,
+        prefer_curated=True,
+        rejects=None if rejects is None else bad,
+        side="dashboard",
+    )
     sync = _aware(last_sync)
     out: list[dict[str, Any]] = []
-    for vid in sorted(p.keys() | d.keys()):
+    for vid in sorted(p.keys() | d.keys() | bad.keys()):
+        if vid in bad:
+            continue  # left out on both sides: one side alone would look like a deletion
         prow, drow = p.get(vid), d.get(vid)
         fate = _fate(prow, drow, sync)
         if fate is Fate.DELETED:
             continue
-        if prow is not None and drow is not None:
-            out.append(_target(_merge_row(prow, drow), "merged"))
-        elif prow is not None:
-            out.append(_target(prow, "processing"))
-        elif drow is not None:
-            out.append(_target(drow, "dashboard"))
+        try:
+            if prow is not None and drow is not None:
+                out.append(_target(_merge_row(prow, drow), "merged"))
+            elif prow is not None:
+                out.append(_target(prow, "processing"))
+            elif drow is not None:
+                out.append(_target(drow, "dashboard"))
+        except sqlmap.ConversionError as exc:
+            if rejects is None:
+                raise
+            bad[vid] = str(exc)
+    if rejects is not None:
+        rejects.update(sorted(bad.items()))
     return out
 
 
 def merge_summaries(
-    processing: Copy, dashboard: Copy, keep: Collection[str]
+    processing: Copy,
+    dashboard: Copy,
+    keep: Collection[str],
+    *,
+    rejects: dict[str, str] | None = None,
+    rejected_videos: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``content_summaries`` rows of the videos in ``keep``, in (video_id, variant,
-    revision) order (pure)."""
-    p = _summary_groups(processing, "processing")
-    d = _summary_groups(dashboard, "dashboard")
+    revision) order (pure).
+
+    A summary whose text or ``created_at`` does not convert raises; with ``rejects``, the
+    (video, variant) group it would belong to is left out and ``rejects["video/variant"]``
+    says why, as are the groups of the videos in ``rejected_videos`` (video_id -> reason).
+    """
+    p_bad: dict[tuple[str, str], str] = {}
+    d_bad: dict[tuple[str, str], str] = {}
+    p = _summary_groups(processing, "processing", None if rejects is None else p_bad)
+    d = _summary_groups(dashboard, "dashboard", None if rejects is None else d_bad)
+    gone = rejected_videos or {}
     out: list[dict[str, Any]] = []
     for key in sorted(p.keys() | d.keys()):
+        reason = (
+            f"its video was rejected: {gone[key[0]]}"
+            if key[0] in gone
+            # A bad processing group is not replaced by the dashboard's, which it would
+            # have superseded; a bad dashboard group is moot when processing has one.
+            else p_bad.get(key) or (None if key in p else d_bad.get(key))
+        )
+        if reason is not None:
+            if rejects is not None and (key[0] in keep or key[0] in gone):
+                rejects[f"{key[0]}/{key[1]}"] = reason
+            continue
         if key[0] not in keep:
             continue
         group = p.get(key) or d[key]
@@ -342,29 +411,53 @@ def merge_summaries(
     return out
 
 
-def expected_merge(processing: Path, dashboard: Path, last_sync: datetime) -> list[dict[str, Any]]:
+def expected_merge(
+    processing: Path,
+    dashboard: Path,
+    last_sync: datetime,
+    *,
+    rejects: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """The rows PostgreSQL's ``content`` must hold after the merge, in video_id order; keys
-    are :data:`CONTENT_COLUMNS`."""
-    return merge_content(read_copy(processing).content, read_copy(dashboard).content, last_sync)
+    are :data:`CONTENT_COLUMNS`. ``rejects``: see :func:`merge_content`."""
+    return merge_content(
+        read_copy(processing).content, read_copy(dashboard).content, last_sync, rejects=rejects
+    )
 
 
 def expected_summaries(
-    processing: Path, dashboard: Path, last_sync: datetime
+    processing: Path,
+    dashboard: Path,
+    last_sync: datetime,
+    *,
+    rejects: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The rows PostgreSQL's ``content_summaries`` must hold after the merge; keys are
-    :data:`SUMMARY_COLUMNS`."""
+    :data:`SUMMARY_COLUMNS`. With ``rejects``, the groups left out (a bad summary, or a
+    rejected video) are named there as ``"video_id/variant"``."""
     p, d = read_copy(processing), read_copy(dashboard)
-    keep = {row["video_id"] for row in merge_content(p.content, d.content, last_sync)}
-    return merge_summaries(p, d, keep)
+    videos: dict[str, str] | None = None if rejects is None else {}
+    keep = {
+        row["video_id"] for row in merge_content(p.content, d.content, last_sync, rejects=videos)
+    }
+    return merge_summaries(p, d, keep, rejects=rejects, rejected_videos=videos)
 
 
 def curated_ids(dashboard: Path) -> list[str]:
     """The video_ids with a curated row in the dashboard copy, sorted."""
     rows = read_copy(dashboard).content
-    return sorted({r["video_id"] for r in rows if not _blank(r["video_id"]) and is_curated(r)})
+    return sorted({r["video_id"] for r in rows if not _blank(r["video_id"]) and _curated(r)})
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def _curated(row: Row) -> bool:
+    try:
+        return is_curated(row)
+    except sqlmap.ConversionError:
+        # Unreadable curation is still somebody's curation: guard it (the merge rejects it).
+        return True
 
 
 def _blank(value: Any) -> bool:
@@ -422,18 +515,27 @@ def _target(row: Row, side: str) -> dict[str, Any]:
     }
 
 
+#: for :func:`_convert`: whether a whole row is curated (``col`` is "")
+_CURATED: Final = is_curated
+
+
 def _convert(fn: Callable[[Any], Any], row: Row, col: str, side: str = "") -> Any:
+    """``fn(row[col])`` (``fn(row)`` for :data:`_CURATED`), its error naming side, row, column."""
     try:
-        return fn(row[col])
+        return fn(row) if fn is _CURATED else fn(row[col])
     except sqlmap.ConversionError as exc:
         where = f"{side} " if side else ""
         raise sqlmap.ConversionError(
             f"{where}content row id={row.get('id')!r} video_id={row.get('video_id')!r}: "
-            f"{col}: {exc}"
+            f"{col or 'curation'}: {exc}"
         ) from exc
 
 
-def _summary_groups(copy: Copy, side: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _summary_groups(
+    copy: Copy, side: str, bad: dict[tuple[str, str], str] | None = None
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """One copy's summaries by (video_id, variant); a group with a value that does not
+    convert raises, or with ``bad`` is returned empty and its reason stored there."""
     owner = {r["id"]: r["video_id"] for r in copy.content if not _blank(r["video_id"])}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for s in copy.summaries:
@@ -445,7 +547,12 @@ def _summary_groups(copy: Copy, side: str) -> dict[tuple[str, str], list[dict[st
             text = _TEXT(s["summary_text"])
             created = _TIMESTAMP(s["created_at"])
         except sqlmap.ConversionError as exc:
-            raise sqlmap.ConversionError(f"{side} summary id={s['id']}: {exc}") from exc
+            error = sqlmap.ConversionError(f"{side} summary id={s['id']}: {exc}")
+            if bad is None:
+                raise error from exc
+            bad.setdefault((vid, variant), str(error))
+            groups.setdefault((vid, variant), [])
+            continue
         groups.setdefault((vid, variant), []).append(
             {"id": s["id"], "text": text, "created_at": created}
         )
