@@ -149,10 +149,14 @@ def register_ties(main: click.Group) -> None:
     @click.argument("domain")
     @click.option("--as", "who", default=None, help="Who decides (default: the current user).")
     def ties_resolve(runbook: Path, doc_hash: str, domain: str, who: str | None) -> None:
-        """Assign DOMAIN to the tied document HASH (status manual_assigned)."""
+        """Assign DOMAIN to the tied document HASH (status manual_assigned).
+
+        HASH is the full hash or a unique prefix of at least 8 characters, such as the 12
+        that `handrail ties list` shows.
+        """
         from .journal import whoami
         from .recipes.domains.review import resolve
 
         with errors():
-            resolve(recon_db(runbook), doc_hash, domain, who=who or whoami())
-            console.print(f"{doc_hash}: {domain} (manual_assigned)")
+            full = resolve(recon_db(runbook), doc_hash, domain, who=who or whoami())
+            console.print(f"{full}: {domain} (manual_assigned)")

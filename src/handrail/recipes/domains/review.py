@@ -8,7 +8,8 @@ domain pass 2 stored for display. :func:`resolve` records a reviewer's choice as
 :data:`REVIEWS_TABLE` of the same database, in the same transaction.
 
     ReviewError (BadInput, exit 2)
-    ├── UnknownDocument   no document has that hash
+    ├── UnknownDocument   no document has that hash (or hash prefix)
+    ├── AmbiguousHash     the prefix names several documents
     ├── NotInQueue        the document is not ``tied_manual``
     └── UnknownDomain     not one of the 18 domains
 
@@ -42,7 +43,9 @@ from .logic import (
 )
 
 __all__ = [
+    "MIN_PREFIX",
     "REVIEWS_TABLE",
+    "AmbiguousHash",
     "NotInQueue",
     "QueueItem",
     "ReviewError",
@@ -54,6 +57,8 @@ __all__ = [
 
 #: the audit table :func:`resolve` writes (created on first use)
 REVIEWS_TABLE: Final = "recon_domain_reviews"
+#: the shortest hash prefix :func:`resolve` accepts (``handrail ties list`` shows 12)
+MIN_PREFIX: Final = 8
 _REVIEWS_DDL: Final = (
     f"CREATE TABLE IF NOT EXISTS {REVIEWS_TABLE} ("
     "hash TEXT NOT NULL, domain TEXT NOT NULL, fallback TEXT, who TEXT NOT NULL, "
@@ -67,6 +72,10 @@ class ReviewError(BadInput):
 
 class UnknownDocument(ReviewError):
     """No document has the given hash."""
+
+
+class AmbiguousHash(ReviewError):
+    """A hash prefix that more than one document's hash starts with."""
 
 
 class NotInQueue(ReviewError):
@@ -195,8 +204,13 @@ def resolve(
     *,
     who: str,
     at: str | None = None,
-) -> None:
-    """Assign ``domain`` to a ``tied_manual`` document as ``manual_assigned``.
+) -> str:
+    """Assign ``domain`` to a ``tied_manual`` document as ``manual_assigned``; returns the
+    document's full hash.
+
+    ``doc_hash`` is the full hash or a prefix of at least :data:`MIN_PREFIX` characters
+    that exactly one document's hash starts with (:class:`AmbiguousHash` names them
+    otherwise).
 
     Sets ``recon_domain``, ``recon_domain_status`` and ``recon_domain_assigned_at`` (``at``,
     default now in UTC, ISO 8601) and appends a row to :data:`REVIEWS_TABLE`, in one
@@ -215,13 +229,7 @@ def resolve(
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(
-                "SELECT recon_domain_status, recon_domain FROM documents WHERE hash = ?",
-                (doc_hash,),
-            ).fetchone()
-            if row is None:
-                raise UnknownDocument(f"no document with hash {doc_hash!r} in {db_path}")
-            status, fallback = row
+            doc_hash, status, fallback = _find(conn, doc_hash, db_path)
             if status != Status.TIED_MANUAL.value:
                 raise NotInQueue(
                     f"document {doc_hash} is not in the review queue: its status is "
@@ -244,3 +252,37 @@ def resolve(
             raise
     finally:
         conn.close()
+    return doc_hash
+
+
+def _find(conn: sqlite3.Connection, prefix: str, db_path: Path) -> tuple[str, str, str | None]:
+    """(hash, status, recon_domain) of the one document whose hash is or starts with
+    ``prefix``."""
+    row = conn.execute(
+        "SELECT hash, recon_domain_status, recon_domain FROM documents WHERE hash = ?",
+        (prefix,),
+    ).fetchone()
+    if row is not None:
+        return row[0], row[1], row[2]
+    if len(prefix) < MIN_PREFIX:
+        raise UnknownDocument(
+            f"no document with hash {prefix!r} in {db_path}",
+            hint=f"give the full hash or at least {MIN_PREFIX} of its first characters",
+        )
+    # substr, not LIKE: a hash may hold '_' or '%', which LIKE would treat as wildcards
+    rows = conn.execute(
+        "SELECT hash, recon_domain_status, recon_domain FROM documents "
+        "WHERE substr(hash, 1, ?) = ? ORDER BY hash LIMIT 11",
+        (len(prefix), prefix),
+    ).fetchall()
+    if not rows:
+        raise UnknownDocument(f"no document's hash starts with {prefix!r} in {db_path}")
+    if len(rows) > 1:
+        listed = ", ".join(f"{h} ({s})" for h, s, _ in rows[:10])
+        more = " and more" if len(rows) > 10 else ""
+        raise AmbiguousHash(
+            f"{len(rows) if len(rows) <= 10 else 'over 10'} documents' hashes start with "
+            f"{prefix!r}: {listed}{more}",
+            hint="give more characters of the hash (`handrail ties list --json` shows them whole)",
+        )
+    return rows[0][0], rows[0][1], rows[0][2]
