@@ -95,6 +95,6 @@ def test_unknown_prefix_is_exit_2(queue: tuple[Path, list[dict[str, object]]]) -
     rb, _ = queue
     result = cli("ties", "resolve", rb, "zzzzzzzzzz", "Medical")
     assert result.exit_code == 2
-    assert "starts with 'zzzzzzzzzz'" in result.output
+    assert "no document with hash 'zzzzzzzzzz'" in result.output
     with pytest.raises(UnknownDocument):
         resolve(rb.parent / "recon.db", "zzzzzzzzzz", "Medical", who="ines")

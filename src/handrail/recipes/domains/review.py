@@ -276,7 +276,9 @@ def _find(conn: sqlite3.Connection, prefix: str, db_path: Path) -> tuple[str, st
         (len(prefix), prefix),
     ).fetchall()
     if not rows:
-        raise UnknownDocument(f"no document's hash starts with {prefix!r} in {db_path}")
+        raise UnknownDocument(
+            f"no document with hash {prefix!r} in {db_path}, nor one whose hash starts with it"
+        )
     if len(rows) > 1:
         listed = ", ".join(f"{h} ({s})" for h, s, _ in rows[:10])
         more = " and more" if len(rows) > 10 else ""
