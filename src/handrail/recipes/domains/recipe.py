@@ -14,6 +14,7 @@ the hand-written version did and what this does instead:
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +30,8 @@ from ...checks import (
 )
 from ...context import StepContext
 from ...errors import ResourceError
-from ...model import BlastRadius
-from ...ops.backfill import Backfill
+from ...model import BlastRadius, Plan
+from ...ops.backfill import Backfill, deferred
 from ...ops.sql import AddColumns, CreateIndex
 from ...resources import Directory, SQLite
 from ...runbook import Gate, Runbook, Step
@@ -219,11 +220,14 @@ def push_steps(
     def stage_counts(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
         """PeerTube's own count per category, for the videos pushed so far, equals ours."""
         assert ctx.journal is not None
+        # A video PeerTube does not know (404) is a journalled reject, not a pushed video.
+        rejected = {r["key"] for r in ctx.journal.rejects(ctx.run_id, ctx.step)}
         pushed = [
             i
             for _, _, items, status in ctx.journal.batches(ctx.run_id, ctx.step)
             if status == "done"
             for i in items
+            if push.item_key(i) not in rejected
         ]
         wanted = Counter(int(i["category"]) for i in pushed)
         rows = ctx.use(peertube_db).query(
@@ -238,6 +242,7 @@ def push_steps(
         }
         return not wrong, {
             "pushed": len(pushed),
+            "rejected": len(rejected),
             "expected": dict(sorted(wanted.items())),
             "peertube": dict(sorted(seen.items())),
             "message": f"categories differ: {wrong}" if wrong else "",
@@ -271,20 +276,15 @@ def push_steps(
         ),
     )
 
-    def stamp(row: dict[str, Any]) -> dict[str, Any] | None:
-        return {"peertube_category_pushed_at": assigned_at}
-
-    stamped = Backfill(
+    stamped = StampPushed(
         "stamp pushed",
         recon,
-        table="documents",
-        key="hash",
-        columns=["peertube_category_pushed_at"],
-        compute=stamp,
+        push=push,
+        assigned_at=assigned_at,
         where=f"recon_domain_status IN ({pushable}) AND peertube_category_pushed_at IS NULL "
         "AND hash IN (SELECT hash FROM catalogue)",
         blast=BlastRadius(
-            changes="peertube_category_pushed_at on the pushed documents",
+            changes="peertube_category_pushed_at on the documents whose push PeerTube took",
             worst_case="a document re-pushed on the next run (harmless: absolute)",
             detection="counts of stamped vs pushed",
         ),
@@ -325,6 +325,88 @@ def push_steps(
         ),
     )
     return [push, stamped, reprocess]
+
+
+class StampPushed(Backfill):
+    """Set ``peertube_category_pushed_at`` on the documents whose video now holds the
+    category the push step of the same run was to write: confirmed by the push, or already
+    equal. A document the push rejected (PeerTube answered 404), skipped (no video UUID in
+    its path) or did not finish stays unstamped, so the next run pushes it again.
+
+    What the push did is read from its per-item store (``push.sqlite`` in the push step's
+    run directory). In a dry run, before the push, the plan counts every document the push
+    would send, the most the step can stamp.
+    """
+
+    def __init__(
+        self, name: str, recon: SQLite, *, push: Any, assigned_at: str, where: str, **kw: Any
+    ) -> None:
+        self.push = push
+        self.assigned_at = assigned_at
+        # The hashes this execution may stamp. compute() sees only the row, so plan, items
+        # and apply_batch set it from their context before the backfill machinery runs.
+        self._allowed: frozenset[str] = frozenset()
+        super().__init__(
+            name,
+            recon,
+            table="documents",
+            key="hash",
+            columns=["peertube_category_pushed_at"],
+            compute=self._stamp,
+            where=where,
+            read=["hash"],
+            **kw,
+        )
+
+    def _stamp(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        if row["hash"] not in self._allowed:
+            return None
+        return {"peertube_category_pushed_at": self.assigned_at}
+
+    def _applied(self, ctx: StepContext) -> set[tuple[str, int]] | None:
+        """(uuid, category) of every item the push confirmed or found already set; None in
+        a dry run before the push (then every item it would send counts)."""
+        from ...ops.http_push import STORE_FILE, ItemStatus, PushStore
+
+        path = ctx.work_dir / self.push.name / STORE_FILE
+        if not path.exists():
+            return None if ctx.dry_run else set()
+        store = PushStore(path)
+        try:
+            rows = store.rows([ItemStatus.CONFIRMED, ItemStatus.UNCHANGED])
+        finally:
+            store.close()
+        return {(str(r.item["uuid"]), int(r.item["category"])) for r in rows}
+
+    def _choose(self, ctx: StepContext) -> None:
+        applied = self._applied(ctx)
+        rows = ctx.use(self.db).query(
+            "SELECT d.hash, d.recon_domain, c.path FROM documents d JOIN catalogue c "
+            "ON c.hash = d.hash WHERE d.peertube_category_pushed_at IS NULL"
+        )
+        allowed = set()
+        for doc_hash, domain, path in rows:
+            uuid = uuid_of(path)
+            if uuid is None or domain not in CATEGORY_OF:
+                continue  # never sent
+            if applied is None or (uuid, CATEGORY_OF[domain]) in applied:
+                allowed.add(doc_hash)
+        self._allowed = frozenset(allowed)
+
+    def plan(self, ctx: StepContext) -> Plan:
+        try:
+            self._choose(ctx)
+        except sqlite3.OperationalError as exc:
+            return deferred(self, str(exc))  # the columns come from an earlier step
+        return super().plan(ctx)
+
+    def items(self, ctx: StepContext) -> list[Any] | None:
+        self._choose(ctx)
+        return [h for h in super().items(ctx) or [] if h in self._allowed]
+
+    def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
+        self._choose(ctx)
+        return super().apply_batch(ctx, batch, items)
 
 
 def _requeued(ctx: StepContext, recon: SQLite) -> tuple[bool | None, dict[str, Any]]:
