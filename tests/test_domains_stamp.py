@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,9 @@ import psycopg
 import pytest
 
 from handrail import Executor, Journal, Runbook, RunOptions, RunStatus
-from handrail.recipes.domains.logic import PUSHABLE, uuid_of
-from handrail.recipes.domains.recipe import build, push_steps
+from handrail.loader import runbook_key
+from handrail.recipes.domains.logic import CATEGORY_OF, PUSHABLE, uuid_of
+from handrail.recipes.domains.recipe import backfill_steps, build, push_steps
 from handrail.recipes.domains.sample import make_sample
 from handrail.resources import Directory, SQLite
 from handrail.testing.peertube import PeerTubeServer
@@ -31,7 +33,18 @@ def world(pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     assigned = sorted(h for h, s in info.statuses.items() if s == "assigned" and h in catalogued)
     monkeypatch.setenv("PEERTUBE_TOKEN", TOKEN)
     with PeerTubeServer(pg_dsn, token=TOKEN) as server:
-        yield {"root": root, "dsn": pg_dsn, "url": server.url, "not_video": assigned[0]}
+        videos = {
+            h: uuid_of(p)
+            for h, p in SQLite("r", root / "recon.db").query("SELECT hash, path FROM catalogue")
+            if uuid_of(p)
+        }
+        yield {
+            "root": root,
+            "dsn": pg_dsn,
+            "url": server.url,
+            "not_video": assigned[0],
+            "videos": videos,
+        }
 
 
 def _decided(root: Path) -> dict[str, tuple[str | None, str | None]]:
@@ -115,3 +128,63 @@ def test_stamp_only_what_the_push_applied(world: dict[str, Any], tmp_path: Path)
     assert journal.step(second.run_id, "push categories").items_total == len(missing)
     decided = _decided(root)
     assert {h for h, (_, at) in decided.items() if at is None} == no_uuid
+
+
+def test_a_resolved_tie_is_pushed_by_the_next_run(world: dict[str, Any], tmp_path: Path) -> None:
+    """docs/cli.md: a manual_assigned document "is pushed by the next run". Pass 1 has
+    nothing left to write then, and the benchmark gate says so instead of failing."""
+    from .helpers import cli, write
+
+    root = world["root"]
+    rb = write(
+        root / "runbook.py",
+        f"""
+        from pathlib import Path
+        from handrail.recipes.domains.recipe import build
+        runbook = build(str(Path(__file__).parent), peertube_url={world["url"]!r},
+                        peertube_dsn={world["dsn"]!r}, stages=(100, None),
+                        reprocess_stages=(10, None))
+    """,
+    )
+    first = cli("run", rb, "--yes", "--allow-destructive")
+    assert first.exit_code == 0, first.output
+    tied = json.loads(cli("ties", "list", rb, "--json").output)
+    doc = next(t for t in tied if t["hash"] in world["videos"])
+    assert cli("ties", "resolve", rb, doc["hash"][:12], "Medical", "--as", "ana").exit_code == 0
+    second = cli("run", rb, "--new", "--yes", "--allow-destructive")
+    assert second.exit_code == 0, second.output
+    journal = Journal(root / ".handrail")
+    run = journal.latest_run(runbook_key(rb))
+    assert run is not None
+    checks = [c for c in journal.checks(run.id) if c["name"] == "assigned vs tied"]
+    assert checks[-1]["outcome"] == "pass"
+    assert "nothing left to assign" in checks[-1]["evidence"]["message"]
+    (row,) = SQLite("r", root / "recon.db").query(
+        "SELECT peertube_category_pushed_at FROM documents WHERE hash = ?", (doc["hash"],)
+    )
+    assert row[0] is not None
+    uuid = world["videos"][doc["hash"]]
+    with psycopg.connect(world["dsn"]) as conn:
+        (category,) = conn.execute("SELECT category FROM video WHERE uuid = %s", (uuid,)).fetchone()
+    assert category == CATEGORY_OF["Medical"]
+
+
+def test_no_rows_on_an_undecided_table_still_fails(tmp_path: Path) -> None:
+    """Nothing to write and nothing decided before is not "all done": the gate fails."""
+    root = tmp_path / "recon"
+    make_sample(root, documents=30, seed=1)
+    with sqlite3.connect(root / "recon.db") as db:
+        db.execute("DELETE FROM catalogue")
+        db.execute("DELETE FROM documents")
+    db.close()
+    recon, _, steps = backfill_steps(str(root), assigned_at=AT)  # a str, like build()
+    assert recon.path == root / "recon.db"
+    ex = Executor(
+        Runbook("empty", steps=steps),
+        Journal(tmp_path / ".h"),
+        runbook_key="empty",
+        options=RunOptions(auto_approve=True),
+    )
+    result = ex.run()
+    assert result.status is RunStatus.FAILED
+    assert "dry run matches the benchmarks" in result.message

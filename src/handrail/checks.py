@@ -238,8 +238,8 @@ class PlanDistribution(Check):
     ``column`` are within ``tolerance_pp`` percentage points of the expected shares.
 
     ``among`` restricts the denominator to some values (e.g. shares of "assigned" and
-    "tied" among documents that have concepts), ``extra`` adds counts the plan does not
-    write (rows the step leaves alone but that belong in the denominator).
+    "tied" among documents that have concepts). Only the rows the step would change are
+    counted; no such rows at all is a fail.
     """
 
     def __init__(
