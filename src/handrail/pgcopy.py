@@ -25,6 +25,7 @@ mapping's ``order_by`` (then the source key) wins, the others are reported in
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import multiprocessing
@@ -44,7 +45,15 @@ import psycopg
 
 from .errors import BadInput, StepFailed
 from .model import Reject
-from .pgcopy_sql import Capabilities, line_expression, needs_python, read_rows, reader_init
+from .pgcopy_sql import (
+    Capabilities,
+    SqlRows,
+    line_expression,
+    needs_python,
+    read_rows,
+    reader_init,
+    split_rows,
+)
 from .resources.postgres import (
     CANONICAL_SETTINGS,
     HANDRAIL_SCHEMA,
@@ -591,6 +600,7 @@ class Prepared:
     rejects: list[Reject]
     read: int
     duplicates: list[Reject] = field(default_factory=list)
+    data: str | None = None  # the lines joined, when already at hand
 
 
 def find_losers(
@@ -679,6 +689,7 @@ class CopyJob:
         self._losers: dict[tuple[Any, ...], str] | None = None
         self._losers_future: Future[tuple[dict[tuple[Any, ...], str], list[Reject]]] | None = None
         self._losers_lock = threading.Lock()
+        self._loser_keys: list[tuple[Any, ...]] | None = None
         self.duplicates: list[Reject] = []
         self._stage = f"_hr_stage_{abs(hash(self.mapping.name)) % 10**8}"
         self._stage_ready = False
@@ -798,55 +809,76 @@ class CopyJob:
         raw = self.src.read(self.mapper.select, rng.lo, rng.hi, self.mapping.where)
         return self.convert_rows(raw)
 
-    def sql_query(self, rng: KeyRange) -> tuple[str, str, list[Any]] | None:
-        """(database URI, query, parameters) giving the lines of a range, for a reader
-        process (:func:`handrail.pgcopy_sql.read_rows`); None without SQL lines."""
+    def sql_query(self, rng: KeyRange) -> tuple[str, str, list[Any], int, int] | None:
+        """The arguments of :func:`handrail.pgcopy_sql.read_rows` reading a range's lines
+        in a reader process; None without SQL lines."""
         if self._sql_select is None or not isinstance(self.src, _SQLiteSource):
             return None
         query, params = self.src._range_sql(
             self._sql_select, rng.lo, rng.hi, self.mapping.where, "?", exprs=True
         )
-        return self.src._uri, query, params
+        return self.src._uri, query, params, len(self.mapping.key), len(self.src.key)
 
     def _prepare_sql(self, rng: KeyRange) -> Prepared:
         assert self._sql_select is not None
         assert isinstance(self.src, _SQLiteSource)
         rows = self.src.read_sql(self._sql_select, rng.lo, rng.hi, self.mapping.where)
-        return self.from_sql_rows(rows)
+        return self.from_sql_rows(split_rows(rows, len(self.mapping.key), len(self.src.key)), rng)
 
-    def from_sql_rows(self, rows: list[tuple[Any, ...]]) -> Prepared:
-        """A batch from the rows of :meth:`sql_query`: lines built by SQLite
-        (:mod:`handrail.pgcopy_sql`); the rows it left (no line, or a NUL) are read again
-        by source key and converted in Python."""
-        assert isinstance(self.src, _SQLiteSource)
-        read = len(rows)
-        nk = len(self.src.key)
+    def from_sql_rows(self, cols: SqlRows, rng: KeyRange) -> Prepared:
+        """A batch from what :meth:`sql_query` read (as :func:`split_rows` gives it):
+        lines built by SQLite (:mod:`handrail.pgcopy_sql`); the rows it left (no line, or
+        a NUL) are read again by source key and converted in Python."""
+        lines, keys, skeys = cols
+        read = len(lines)
         losers = self.losers()
-        if losers:
-            rows = [r for r in rows if r[-nk:] not in losers]
-        nn = len(self.mapping.key)
-        lines: list[str | None] = [r[0] for r in rows]
-        keys: list[tuple[Any, ...] | None] = [r[1 : 1 + nn] for r in rows]
+        if losers and self._losers_between(rng):
+            keep = [i for i, sk in enumerate(skeys) if sk not in losers]
+            lines, keys, skeys = (
+                [lines[i] for i in keep],
+                [keys[i] for i in keep],
+                [skeys[i] for i in keep],
+            )
         rejects: list[Reject] = []
-        if None in lines or needs_python("".join(filter(None, lines))):
+        data: str | None = None if None in lines else "".join(lines)  # type: ignore[arg-type]
+        if data is None or needs_python(data):
+            data = None
             slow = [i for i, line in enumerate(lines) if needs_python(line)]
-            wanted = [tuple(rows[i][-nk:]) for i in slow]
+            wanted = [skeys[i] for i in slow]
+            nk = len(self.src.key)
             raw = {
                 tuple(r[-nk:]): r
                 for r in self.src.rows_where_in(self.mapper.select, self.src.key, wanted)
             }
+            refused: set[int] = set()
             for i, skey in zip(slow, wanted, strict=True):
                 got = self._convert_one(raw[skey])
                 if isinstance(got, Reject):
                     rejects.append(got)
-                    keys[i] = None
+                    refused.add(i)
                 else:
                     keys[i], lines[i] = got
-        return self._collect(
-            [(k, t, r[-nk:]) for k, t, r in zip(keys, lines, rows, strict=True) if k is not None],
-            rejects,
-            read,
-        )
+            if refused:
+                keep = [i for i in range(len(lines)) if i not in refused]
+                lines, keys, skeys = (
+                    [lines[i] for i in keep],
+                    [keys[i] for i in keep],
+                    [skeys[i] for i in keep],
+                )
+        if len(set(keys)) == len(keys):
+            return Prepared([t for t in lines if t is not None], keys, rejects, read, data=data)
+        return self._collect(list(zip(keys, lines, skeys, strict=True)), rejects, read)
+
+    def _losers_between(self, rng: KeyRange) -> bool:
+        """Whether any loser's source key lies in the range (lo, hi]."""
+        if self._loser_keys is None:
+            self._loser_keys = sorted(self.losers())
+        ks = self._loser_keys
+        try:
+            i = bisect.bisect_right(ks, rng.lo) if rng.lo is not None else 0
+            return i < len(ks) and (rng.hi is None or ks[i] <= rng.hi)
+        except TypeError:  # keys of mixed types: look at every row
+            return True
 
     def _convert_one(self, r: Sequence[Any]) -> tuple[tuple[Any, ...], str] | Reject:
         """A source row (``select`` columns, then the source key) as (natural key, line)."""
@@ -920,7 +952,7 @@ class CopyJob:
         conn = self.conn
         try:
             with conn.transaction():
-                if prep.lines and not self._copy_direct(prep.lines):
+                if prep.lines and not self._copy_direct(prep):
                     self._stage_lines(prep.lines)
                     ins, upd = self._merge(0, len(prep.lines) - 1, prep.keys, res.rejects)
                     res.inserted, res.updated = ins, upd
@@ -947,7 +979,7 @@ class CopyJob:
             raise self.target_db._lock_error(exc, None) from None
         return res
 
-    def _copy_direct(self, lines: list[str]) -> bool:
+    def _copy_direct(self, prep: Prepared) -> bool:
         """COPY the lines straight into the target, under a savepoint.
 
         While no key of the batch exists in the target, this is exactly what the merge
@@ -963,7 +995,7 @@ class CopyJob:
         sql = f"COPY {self.target.rel} ({cols}) FROM STDIN (FORMAT csv)".encode()
         try:
             with self.conn.transaction(), self.conn.cursor().copy(sql) as cp:
-                cp.write("".join(lines))
+                cp.write(prep.data if prep.data is not None else "".join(prep.lines))
         except (psycopg.errors.UniqueViolation, psycopg.errors.FeatureNotSupported):
             # a key exists, or COPY cannot write this table (row-level security)
             self.direct = False
@@ -1135,7 +1167,9 @@ def _pipelined(
     def submit(r: KeyRange) -> None:
         q = job.sql_query(r) if processes is not None else None
         if processes is not None and q is not None:
-            pending.append((r, processes.submit(read_rows, *q)))
+            read = processes.submit(read_rows, *q)
+            # the batch's Python part runs in the thread while this one waits on COPY
+            pending.append((r, thread.submit(lambda: job.from_sql_rows(read.result(), r))))
         else:
             pending.append((r, thread.submit(job.prepare, r)))
 
@@ -1145,11 +1179,10 @@ def _pipelined(
                 submit(r)
             while pending:
                 rng, fut = pending.popleft()
-                got = fut.result()
+                prep = fut.result()
                 nxt = next(left, None)
                 if nxt is not None:
                     submit(nxt)
-                prep = got if isinstance(got, Prepared) else job.from_sql_rows(got)
                 yield job.write_batch(rng.batch, prep, run_id=run_id, step=step)
         finally:
             for _, fut in pending:

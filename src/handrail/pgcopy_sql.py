@@ -190,9 +190,21 @@ def reader_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def read_rows(uri: str, query: str, params: list[Any]) -> list[tuple[Any, ...]]:
+SqlRows = tuple[list[str | None], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def split_rows(rows: list[tuple[Any, ...]], nn: int, nk: int) -> SqlRows:
+    """Rows of (line, natural key..., source key...) as three lists."""
+    return (
+        [r[0] for r in rows],
+        [r[1 : 1 + nn] for r in rows],
+        [r[len(r) - nk :] for r in rows],
+    )
+
+
+def read_rows(uri: str, query: str, params: list[Any], nn: int, nk: int) -> SqlRows:
     """Run one range's line query in a reader process (its own read-only connection)."""
     conn = _CONNECTIONS.get(uri)
     if conn is None:
         conn = _CONNECTIONS[uri] = sqlite3.connect(uri, uri=True, timeout=30)
-    return conn.execute(query, params).fetchall()
+    return split_rows(conn.execute(query, params).fetchall(), nn, nk)
