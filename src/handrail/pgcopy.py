@@ -1126,7 +1126,7 @@ def copy_table(
             for r in todo:
                 finish(job.apply_batch(r, run_id=run_id, step=step))
         else:
-            for b in _pipelined(job, todo, run_id, step, pool, readers + 1):
+            for b in _pipelined(job, todo, run_id, step, pool, 3 * readers if pool else 2):
                 finish(b)
         job.losers()
         result.duplicates = list(job.duplicates)
