@@ -55,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--readers", type=int, default=2, help="SQLite reader processes")
     args = ap.parse_args()
     src_path = cached_sqlite(DATA, args.rows)
     src = SQLite("src", src_path)
@@ -65,20 +66,26 @@ def main() -> None:
         tgt = Postgres("pg", dsn)
         copy_table(src, tgt, MAPPING, run_id="b", step="copy")
         ours, base = [], []
-        for _ in range(args.repeat):
+        for n in range(args.repeat):
             t = time.perf_counter()
-            report = parity(src, tgt, MAPPING)
+            report = parity(src, tgt, MAPPING, readers=args.readers)
             ours.append(time.perf_counter() - t)
             assert report.equal, report.summary()
             base.append(full_read(src_path, dsn))
+            print(
+                f"  round {n + 1}: parity {ours[-1]:6.2f} s, full read {base[-1]:6.2f} s, "
+                f"ratio {ours[-1] / base[-1]:5.2f}",
+                flush=True,
+            )
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE content SET title = 'x' WHERE video_id = 'v000500000'")
-            conn.execute("DELETE FROM content WHERE video_id = 'v000700000'")
+            changed, deleted = f"v{args.rows // 2:09d}", f"v{args.rows * 7 // 10:09d}"
+            conn.execute(f"UPDATE content SET title = 'x' WHERE video_id = '{changed}'".encode())
+            conn.execute(f"DELETE FROM content WHERE video_id = '{deleted}'".encode())
         t = time.perf_counter()
-        report = parity(src, tgt, MAPPING)
+        report = parity(src, tgt, MAPPING, readers=args.readers)
         planted = time.perf_counter() - t
     a, b = statistics.median(ours), statistics.median(base)
-    print(f"{args.rows:,} rows, median of {args.repeat}")
+    print(f"{args.rows:,} rows, {args.readers} SQLite reader process(es), median of {args.repeat}")
     print(f"  handrail parity (equal tables)       {a:8.2f} s")
     print(f"  full read of both tables into Python {b:8.2f} s")
     print(f"  ratio parity / full read             {a / b:8.2f}")

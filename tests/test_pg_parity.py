@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from handrail.parity import parity, reconcile
-from handrail.pgcopy import copy_table
+from handrail import parity as parity_module
+from handrail.parity import PROCESS_MIN_ROWS, parity, reconcile
+from handrail.pgcopy import copy_table, reader_processes
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
 from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
@@ -187,3 +189,50 @@ def test_target_without_a_key_index(pg_dsn: str, tmp_path: Path) -> None:
     report = parity(src, pg, MAPPING, segment_rows=300)
     assert report.different == [("v0004321",)]
     assert list(report.samples[0].columns) == ["score"]
+
+
+def test_reader_processes_give_the_same_report(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above PROCESS_MIN_ROWS the SQLite source is hashed by forked reader processes (a run
+    of segments each); the report equals the one hashed in this process, duplicate
+    natural keys and planted differences included."""
+    src = make_source(tmp_path / "s.db", 60_000)
+    assert PROCESS_MIN_ROWS <= 60_000
+    with closing(sqlite3.connect(src.path)) as conn:  # later rows win their natural key
+        conn.execute(
+            "INSERT INTO content SELECT id + 100000, video_id, 'again', views, score, "
+            "published_at, has_audio, subcategories_json FROM content WHERE id % 5000 = 1"
+        )
+        conn.commit()
+    pg = pg_target(pg_dsn)
+    copy_table(src, pg, MAPPING, run_id="r", step="copy")
+    run(
+        pg_dsn,
+        """
+        UPDATE content SET title = 'changed' WHERE video_id IN ('v0000001', 'v0031234');
+        DELETE FROM content WHERE video_id IN ('v0000002', 'v0059999');
+        INSERT INTO content (video_id, id) VALUES ('v0030000x', -1);
+        """,
+    )
+    forked: list[int] = []
+
+    def counted(n: int) -> ProcessPoolExecutor:
+        forked.append(n)
+        return reader_processes(n)
+
+    monkeypatch.setattr(parity_module, "reader_processes", counted)
+    here = parity(src, pg, MAPPING, readers=1, segment_rows=500)
+    assert forked == []
+    forks = parity(src, pg, MAPPING, readers=2, segment_rows=500)
+    assert forked == [2]
+    assert forks == here
+    assert forks.source_rows == 60_000
+    assert forks.segments == 120
+    assert forks.missing == [("v0000002",), ("v0059999",)]
+    assert forks.extra == [("v0030000x",)]
+    assert forks.different == [("v0000001",), ("v0031234",)]
+    assert parity(src, pg, MAPPING, readers=2, segment_rows=70_000) == parity(
+        src, pg, MAPPING, readers=1, segment_rows=70_000
+    )
+    assert forked == [2, 2]

@@ -6,9 +6,9 @@ each value becomes one canonical text (:func:`handrail.sqlmap.canonical`), so a 
 timestamp copied into TIMESTAMPTZ, or JSON text copied into JSONB, is not a false
 difference.
 
-How. Segment boundaries are every ``segment_rows``-th natural key of the source. Each
-side hashes every segment (``md5`` over the key-ordered row texts), both sides at once
-(the target's in a thread; each side has its own connection):
+How. Segment boundaries are every ``segment_rows``-th distinct natural key of the
+source. Each side hashes every segment (``md5`` over the key-ordered row texts), both
+sides at once (the target's in a thread; each side has its own connection):
 
 - PostgreSQL hashes inside the server; only the digests travel. With a btree index on
   the key (the unique index a copy's upsert needs) one query reads each segment as an
@@ -19,7 +19,10 @@ side hashes every segment (``md5`` over the key-ordered row texts), both sides a
   (:mod:`handrail.parity_sqlite`: text, integers, booleans, floats to 15 digits away from
   rounding ties, ISO 8601 and epoch timestamps), calling Python only for the others
   (JSON, memoised per document; odd timestamps; near-tie floats); Python hashes the
-  texts per segment.
+  texts per segment. A source of :data:`PROCESS_MIN_ROWS` rows or more is hashed by
+  forked reader processes, a run of segments each (Python's sqlite3 holds the GIL for
+  every row, so threads would share one core), while a thread looks for duplicate
+  natural keys as the segment boundaries are read.
 
 Keys order as bytes on both sides (``C`` collation in PostgreSQL, SQLite's BINARY).
 Segments whose digests differ are split again (recursively) until they are small, then
@@ -38,10 +41,11 @@ with ``dry_run`` only counts what it would do.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,7 +56,14 @@ import psycopg
 from .errors import BadInput
 from .model import Reject
 from .parity_sqlite import float_probe_ok, token_sql
-from .pgcopy import CopyJob, CopySpec, find_losers, open_source, upsert_rows
+from .pgcopy import (
+    CopyJob,
+    CopySpec,
+    find_losers,
+    open_source,
+    reader_processes,
+    upsert_rows,
+)
 from .resources.postgres import Postgres, _split_table, qualified, quote_ident
 from .resources.sqlite import SQLite
 from .sqlmap import (
@@ -130,6 +141,27 @@ def _md5_lines(lines: list[str]) -> str:
     return hashlib.md5("\n".join(lines).encode(), usedforsecurity=False).hexdigest()
 
 
+def _hash_segments(rows: Iterable[Sequence[Any]], nk: int, bounds: list[Key]) -> Digests:
+    """{segment: (rows, md5)} of key-ordered rows (key..., row text); segment i holds
+    bounds[i-1] <= key < bounds[i]."""
+    out: Digests = {}
+    seg, nxt = 0, (bounds[0] if bounds else None)
+    buf: list[str] = []
+    for row in rows:
+        if nxt is not None and tuple(row[:nk]) >= nxt:
+            if buf:
+                out[seg] = (len(buf), _md5_lines(buf))
+                buf = []
+            key = tuple(row[:nk])
+            while seg < len(bounds) and key >= bounds[seg]:
+                seg += 1
+            nxt = bounds[seg] if seg < len(bounds) else None
+        buf.append(row[nk])
+    if buf:
+        out[seg] = (len(buf), _md5_lines(buf))
+    return out
+
+
 class _Side:
     """One table seen as canonical rows in natural-key order."""
 
@@ -161,38 +193,36 @@ class _StreamSide(_Side):
         key_len: int,
         stream: Callable[[Range, bool | None], Iterator[Sequence[Any]]],
         closer: Callable[[], None],
+        parallel: Callable[[list[Key], Range], Digests | None] | None = None,
     ) -> None:
         self.columns = columns
         self.key_len = key_len
-        self._stream = stream  # (range, as_text; None: keys only) -> rows
+        self._stream = stream  # (range, as_text; None: keys only, losers included) -> rows
         self._closer = closer
+        self._parallel = parallel  # digests by reader processes, or None to hash here
 
     def thresholds(self, every: int, rng: Range) -> list[Key]:
+        # Keys come in order, so the rows sharing a natural key are adjacent: counting each
+        # natural key once counts exactly the rows left after the duplicates' losers, and
+        # needs no loser list (this runs while the losers are still being looked for).
         out: list[Key] = []
         nk = self.key_len
-        for n, row in enumerate(self._stream(rng, None)):
+        n, last = 0, None
+        for row in self._stream(rng, None):
+            key = tuple(row[:nk])
+            if key == last:
+                continue
             if n and n % every == 0:
-                out.append(tuple(row[:nk]))
+                out.append(key)
+            n, last = n + 1, key
         return out
 
     def digests(self, bounds: list[Key], rng: Range) -> Digests:
-        out: Digests = {}
-        nk = self.key_len
-        seg, nxt = 0, (bounds[0] if bounds else None)
-        buf: list[str] = []
-        for row in self._stream(rng, True):
-            if nxt is not None and tuple(row[:nk]) >= nxt:
-                if buf:
-                    out[seg] = (len(buf), _md5_lines(buf))
-                    buf = []
-                key = tuple(row[:nk])
-                while seg < len(bounds) and key >= bounds[seg]:
-                    seg += 1
-                nxt = bounds[seg] if seg < len(bounds) else None
-            buf.append(row[nk])
-        if buf:
-            out[seg] = (len(buf), _md5_lines(buf))
-        return out
+        if self._parallel is not None:
+            got = self._parallel(bounds, rng)
+            if got is not None:
+                return got
+        return _hash_segments(self._stream(rng, True), self.key_len, bounds)
 
     def rows(self, rng: Range) -> dict[Key, list[str | None]]:
         nk = self.key_len
@@ -456,15 +486,97 @@ def _table_kinds(db: SQLite | Postgres, table: str) -> tuple[dict[str, str], dic
     return {c: kind_of_sqlite_type(d) for c, d in decl.items()}, decl
 
 
-def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _Side:
+#: a SQLite source of at least this many rows is hashed by ``readers`` forked processes
+#: (below, forking and the extra table scan cost more than the second core gives)
+PROCESS_MIN_ROWS = 50_000
+
+#: the Python token functions of SQLite sides hashed by reader processes, by job number:
+#: set before the readers fork, so they inherit them (closures do not pickle)
+_READER_TOKENS: dict[int, list[Callable[[Any], str]]] = {}
+_JOBS = itertools.count(1)
+
+
+def _reader_digests(
+    job: int,
+    uri: str,
+    query: str,
+    params: list[Any],
+    nn: int,
+    losers: frozenset[Key],
+    bounds: list[Key],
+    first: int,
+) -> Digests:
+    """In a reader process: the digests of one share of a SQLite table's segments, read on
+    the process's own connection; its first segment is segment ``first`` of the table.
+    The query gives rows (natural key..., source key..., row text)."""
+
+    def rows(cur: sqlite3.Cursor) -> Iterator[Sequence[Any]]:
+        while batch := cur.fetchmany(5000):
+            for row in batch:
+                if not losers or tuple(row[nn:-1]) not in losers:
+                    yield (*row[:nn], row[-1])
+
+    with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+        for i, f in enumerate(_READER_TOKENS[job]):
+            conn.create_function(f"hr_tok_{i}", 1, f, deterministic=True)
+        got = _hash_segments(rows(conn.execute(query, params)), nn, bounds)
+    return {first + seg: v for seg, v in got.items()}
+
+
+def _shares(bounds: list[Key], n: int) -> list[tuple[Range, list[Key], int]]:
+    """The segments between ``bounds`` cut into ``n`` runs of about equal length:
+    (key range, the run's own bounds, its first segment number) each."""
+    out: list[tuple[Range, list[Key], int]] = []
+    lo: Key | None = None
+    first = 0
+    for j in range(1, n):
+        cut = j * len(bounds) // n  # this run ends below bounds[cut]
+        if cut < first:
+            continue
+        out.append(((lo, bounds[cut]), bounds[first:cut], first))
+        lo, first = bounds[cut], cut + 1
+    out.append(((lo, None), bounds[first:], first))
+    return out
+
+
+def _stream_side(
+    db: SQLite | Postgres, spec: TableMap, mapper: RowMapper, *, readers: int = 1
+) -> _Side:
     """A side converted by ``mapper`` and streamed in natural-key order (losers of
-    duplicate natural keys left out, as a copy leaves them out)."""
+    duplicate natural keys left out, as a copy leaves them out).
+
+    A SQLite side with its row texts in SQL and at least :data:`PROCESS_MIN_ROWS` rows
+    is hashed by ``readers`` forked processes, each taking a run of segments: Python's
+    sqlite3 takes the GIL back for every row, so threads would not use another core.
+    They fork here, before any thread of this call starts (spawn would re-run the
+    caller's main module). Duplicate natural keys of a SQLite side are looked for in a
+    thread meanwhile (the query runs in SQLite, without the GIL).
+    """
     src = open_source(db, spec.source, spec.source_key)
+    closers: list[Callable[[], None]] = []
+
+    def close() -> None:
+        for f in reversed(closers):
+            with suppress(Exception):
+                f()
+
+    closers.append(src.close)
     try:
-        losers = set(find_losers(src, spec, mapper)[0])
+        return _build_stream_side(db, src, spec, mapper, readers, closers, close)
     except BaseException:
-        src.close()
+        close()
         raise
+
+
+def _build_stream_side(
+    db: SQLite | Postgres,
+    src: Any,
+    spec: TableMap,
+    mapper: RowMapper,
+    readers: int,
+    closers: list[Callable[[], None]],
+    close: Callable[[], None],
+) -> _Side:
     natural = [mapper.select[_source_index(mapper, k)] for k in spec.key]
     nn, nsk = len(natural), len(src.key)
     is_sqlite = isinstance(db, SQLite)
@@ -504,6 +616,36 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
     raw_sel = ", ".join(src.select_expr(c) for c in mapper.select)
     kinds = [b.kind for b in mapper.columns]
 
+    pool: ProcessPoolExecutor | None = None
+    job = 0
+    if tokens is not None and readers > 1:
+        (count,) = conn.execute(f"SELECT count(*) FROM {src.rel}").fetchone()
+        if count >= PROCESS_MIN_ROWS:
+            job = next(_JOBS)
+            _READER_TOKENS[job] = py_tokens
+            try:
+                pool = reader_processes(readers)
+            finally:
+                del _READER_TOKENS[job]
+            closers.append(lambda: pool.shutdown(cancel_futures=True))
+
+    found: Future[tuple[dict[Key, str], list[Reject]]] | None = None
+    loser_keys: set[Key] | None = None
+    if is_sqlite:
+        finder = ThreadPoolExecutor(1, thread_name_prefix="parity-losers")
+        found = finder.submit(find_losers, src, spec, mapper)
+        finder.shutdown(wait=False)
+        closers.append(lambda: wait([found]) and None)  # before the source closes
+    else:
+        loser_keys = set(find_losers(src, spec, mapper)[0])
+
+    def losers() -> set[Key]:
+        nonlocal loser_keys
+        if loser_keys is None:
+            assert found is not None
+            loser_keys = set(found.result()[0])
+        return loser_keys
+
     def where(rng: Range) -> tuple[str, list[Any]]:
         parts, params = [], []
         if rng[0] is not None:
@@ -516,25 +658,31 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
             parts.append(f"({spec.where})")
         return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
+    def text_query(rng: Range) -> tuple[str, list[Any]]:
+        """(natural key..., source key..., row text) of the SQL row texts, in key order."""
+        assert tokens is not None
+        cond, params = where(rng)
+        sel = " || ".join(tokens)
+        return f"SELECT {keys_sel}, {sel} FROM {src.rel}{cond} ORDER BY {korder}", params
+
     def stream(rng: Range, as_text: bool | None) -> Iterator[Sequence[Any]]:
         cond, params = where(rng)
-        if as_text is None:  # keys only
+        if as_text is None:  # keys only, losers included
             query = f"SELECT {keys_sel} FROM {src.rel}{cond} ORDER BY {korder}"
             cur = connect().execute(query if is_sqlite else query.encode(), params)
             while batch := cur.fetchmany(10000):
-                for row in batch:
-                    if not losers or tuple(row[nn:]) not in losers:
-                        yield row
+                yield from batch
             return
         if tokens is not None:
             sel = " || ".join(tokens) if as_text else ", ".join(tokens)
         else:
             sel = raw_sel
         query = f"SELECT {keys_sel}, {sel} FROM {src.rel}{cond} ORDER BY {korder}"
+        skip = losers()
         cur = connect().execute(query if is_sqlite else query.encode(), params)
         while batch := cur.fetchmany(5000):
             for row in batch:
-                if losers and tuple(row[nn : nn + nsk]) in losers:
+                if skip and tuple(row[nn : nn + nsk]) in skip:
                     continue
                 head = row[:nn]
                 if tokens is not None:
@@ -559,7 +707,23 @@ def _stream_side(db: SQLite | Postgres, spec: TableMap, mapper: RowMapper) -> _S
                 else:
                     yield (*head, *vals)
 
-    return _StreamSide(mapper.targets, nn, stream, src.close)
+    def parallel(bounds: list[Key], rng: Range) -> Digests | None:
+        """The whole table's digests from the reader processes, a run of segments each."""
+        if pool is None or rng != (None, None) or len(bounds) < readers:
+            return None
+        skip = frozenset(losers())
+        futures = []
+        for share, sub, first in _shares(bounds, readers):
+            query, params = text_query(share)
+            futures.append(
+                pool.submit(_reader_digests, job, src._uri, query, params, nn, skip, sub, first)
+            )
+        out: Digests = {}
+        for fut in futures:
+            out.update(fut.result())
+        return out
+
+    return _StreamSide(mapper.targets, nn, stream, close, parallel)
 
 
 def _source_index(mapper: RowMapper, target: str) -> int:
@@ -613,13 +777,15 @@ def parity(
     segment_rows: int = 1000,
     fanout: int = 32,
     samples: int = 10,
+    readers: int = 2,
 ) -> ParityReport:
     """Compare the mapped columns of ``source`` and ``target`` by natural key.
 
     Segments hold about ``segment_rows`` source rows; a differing segment holding more
     than twice that on either side is split into about ``fanout`` parts and compared
     again; small ones are compared row by row. ``samples`` differing rows are kept with
-    their values.
+    their values. A SQLite source of at least :data:`PROCESS_MIN_ROWS` rows is hashed by
+    ``readers`` processes (1: in this one); the report is the same either way.
     """
     spec = mapping.mapping if isinstance(mapping, CopySpec) else mapping
     kinds, types = _table_kinds(target, spec.target)
@@ -634,7 +800,7 @@ def parity(
         columns=[Column(b.target, kind=b.kind) for b in mapper.columns],
     )
     tkinds = dict(kinds) | {b.target: b.kind for b in mapper.columns}
-    a = _stream_side(source, spec, mapper)
+    a = _stream_side(source, spec, mapper, readers=readers)
     try:
         b = _target_side(target, tspec, tkinds, types)
     except BaseException:
