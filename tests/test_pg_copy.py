@@ -220,6 +220,16 @@ def test_copy_killed_mid_way_resumes_without_applying_a_batch_twice(
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    # nothing of the killed copy (its reader processes included) keeps its session open:
+    # an open COPY would hold the keys its resume is about to insert
+    deadline = time.monotonic() + 20
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    while fetch(pg_dsn, query) != [(0,)]:
+        assert time.monotonic() < deadline, fetch(pg_dsn, "SELECT * FROM pg_stat_activity")
+        time.sleep(0.1)
     before = pg.ledger_batches("killed", "copy")
     total = n // 200 + 1
     assert 8 <= len(before) < total

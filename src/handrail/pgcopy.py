@@ -29,13 +29,14 @@ import bisect
 import itertools
 import json
 import multiprocessing
+import os
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -1095,16 +1096,22 @@ def copy_table(
     """
     started = time.monotonic()
     result = CopyResult()
-    job_ = CopyJob(source, target, spec, batch_size=batch_size, sql_lines=sql_lines, direct=direct)
-    with job_ as job, ExitStack() as stack:
+    with ExitStack() as stack:
+        # Reader processes are forked first, before this copy opens any connection or
+        # starts any thread: a child must not hold the target's socket (a killed copy's
+        # transaction would then stay open, and block its own resume on its keys).
+        forked: ProcessPoolExecutor | None = None
+        if pipeline and readers > 1 and sql_lines and isinstance(source, SQLite):
+            mapping = spec.mapping if isinstance(spec, CopySpec) else spec
+            if _sqlite_rows(source, mapping.source) >= 4 * batch_size:
+                forked = stack.enter_context(reader_processes(readers))
+        job = stack.enter_context(
+            CopyJob(source, target, spec, batch_size=batch_size, sql_lines=sql_lines, direct=direct)
+        )
         ranges = job.plan_batches(run_id, step)
         done = job.committed(run_id, step)
         todo = [r for r in ranges if r.batch not in done]
-        pool: Executor | None = None
-        if pipeline and readers > 1 and len(todo) >= 4 and job.sql_query(todo[0]) is not None:
-            # before any thread of ours starts: the readers are forked (spawn would re-run
-            # the caller's main module)
-            pool = stack.enter_context(reader_processes(readers))
+        pool = forked if todo and job.sql_query(todo[0]) is not None else None
         if isinstance(job.src, _SQLiteSource) and pipeline:
             job.start_losers()
         else:
@@ -1135,13 +1142,26 @@ def copy_table(
     return result
 
 
+def _sqlite_rows(db: SQLite, table: str) -> int:
+    """Rows in a SQLite table (0 when it cannot be read: the copy reports that itself)."""
+    try:
+        with closing(sqlite3.connect(f"file:{db.path}?mode=ro", uri=True)) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()
+            return int(row[0]) if row else 0
+    except sqlite3.Error:
+        return 0
+
+
 def reader_processes(n: int) -> ProcessPoolExecutor:
-    """``n`` forked reader processes, started now (they ignore Ctrl-C: the parent
-    stops them)."""
+    """``n`` forked reader processes, started now. They ignore Ctrl-C (the parent stops
+    them) and die with the parent."""
     pool = ProcessPoolExecutor(
-        n, mp_context=multiprocessing.get_context("fork"), initializer=reader_init
+        n,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=reader_init,
+        initargs=(os.getpid(),),
     )
-    for fut in [pool.submit(reader_init) for _ in range(n)]:
+    for fut in [pool.submit(os.getpid) for _ in range(n)]:
         fut.result()
     return pool
 

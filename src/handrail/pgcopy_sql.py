@@ -29,8 +29,12 @@ the key Python reads back is the converted key.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import sqlite3
+import sys
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,9 +189,18 @@ def line_expression(
 _CONNECTIONS: dict[str, sqlite3.Connection] = {}
 
 
-def reader_init() -> None:
-    """In a reader process: Ctrl-C is the parent's to handle."""
+def reader_init(parent: int | None = None) -> None:
+    """In a reader process: Ctrl-C is the parent's to handle, and the reader dies with
+    its parent (Linux), so a killed copy leaves no process holding its files open."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None and sys.platform == "linux":
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 SqlRows = tuple[list[str | None], list[tuple[Any, ...]], list[tuple[Any, ...]]]
