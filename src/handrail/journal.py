@@ -438,17 +438,23 @@ class Journal:
         return row is not None
 
     def batch_done(self, run_id: str, step: str, batch: int, changed: int) -> None:
+        # items_done grows by the batch's size when the batch turns done. Summing the sizes
+        # of all the step's batches here instead made a run quadratic in its batches, each
+        # sum reading past every batch's JSON item list.
+        where = "WHERE run_id=? AND step=? AND batch=?"
         with self.transaction() as c:
+            turns = c.execute(
+                f"SELECT size FROM batches {where} AND status != 'done'", (run_id, step, batch)
+            ).fetchone()
             c.execute(
-                "UPDATE batches SET status='done', changed=?, done_at=? "
-                "WHERE run_id=? AND step=? AND batch=?",
+                f"UPDATE batches SET status='done', changed=?, done_at=? {where}",
                 (changed, now_iso(), run_id, step, batch),
             )
-            c.execute(
-                "UPDATE steps SET items_done = (SELECT COALESCE(SUM(size),0) FROM batches "
-                "WHERE run_id=? AND step=? AND status='done') WHERE run_id=? AND name=?",
-                (run_id, step, run_id, step),
-            )
+            if turns is not None:
+                c.execute(
+                    "UPDATE steps SET items_done = items_done + ? WHERE run_id=? AND name=?",
+                    (turns[0], run_id, step),
+                )
 
     # -- checks, baselines, approvals -----------------------------------------------------
     def record_check(self, run_id: str, step: str, gate: str, result: dict[str, Any]) -> None:
