@@ -11,7 +11,9 @@ writing them back is exact) and the values the step wrote. Rollback runs in SQL:
 - any other row was changed by someone after the step wrote it: a conflict, reported and
   left alone unless forced.
 
-Each batch's change, its undo rows and its ledger row commit in one transaction.
+Each batch's change, its undo rows and its ledger row commit in one transaction. The undo
+rows are written first and the table takes its new values from them, so no value reaches
+the table without its record.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from ..context import StepContext
@@ -60,6 +63,26 @@ def stored_as_bound(affinity: str, value: Any) -> bool:
     if isinstance(value, float):
         return affinity == "REAL"
     return False
+
+
+# The exact types SQLite stores unchanged under each affinity: a whole column of a batch is
+# checked with one set of its values' types; anything else falls back to stored_as_bound.
+_BOUND_TYPES: dict[str, frozenset[type]] = {
+    "TEXT": frozenset({type(None), bytes, str}),
+    "INTEGER": frozenset({type(None), bytes, int}),
+    "NUMERIC": frozenset({type(None), bytes, int}),
+    "REAL": frozenset({type(None), bytes, float}),
+}
+
+
+def all_stored_as_bound(affinity: str, values: Iterable[Any]) -> bool:
+    """Whether SQLite stores every one of ``values`` unchanged in a column of this affinity."""
+    if affinity == "BLOB":
+        return True
+    values = list(values)
+    if set(map(type, values)) <= _BOUND_TYPES[affinity]:
+        return True
+    return all(stored_as_bound(affinity, v) for v in values)
 
 
 class BackfillFields:
@@ -119,12 +142,55 @@ def changed_values(step: BackfillFields, row: dict[str, Any]) -> dict[str, Any] 
     if not new:
         return None
     if not new.keys() <= step._declared:
-        raise RunbookError(
-            f"backfill {step.name!r}: compute returned columns it does not declare: "
-            f"{sorted(set(new) - step._declared)} (declared: {step.columns})"
-        )
+        raise undeclared(step, new)
     changed = {c: v for c, v in new.items() if row.get(c) != v or type(row.get(c)) is not type(v)}
     return changed or None
+
+
+def undeclared(step: BackfillFields, new: dict[str, Any]) -> RunbookError:
+    return RunbookError(
+        f"backfill {step.name!r}: compute returned columns it does not declare: "
+        f"{sorted(set(new) - step._declared)} (declared: {step.columns})"
+    )
+
+
+def batch_changes(
+    step: BackfillFields, batch: int, names: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> list[tuple[Any, ...]]:
+    """The undo rows ``(batch, key, *before, *after)`` of the rows (tuples of the columns
+    ``names``) that ``compute`` changes.
+
+    A row changes as :func:`changed_values` says: some value ``compute`` returns differs
+    from the row's in value or in type (1, 1.0 and True are equal in Python, not in
+    SQLite). ``compute`` still gets a dict; the written columns' values travel as tuples,
+    taken from the row as read (not from the dict ``compute`` might have changed) and
+    compared in C: this loop is most of a backfill's Python time.
+    """
+    pos = {n: i for i, n in enumerate(names)}
+    missing = [c for c in (step.key, *step.columns) if c not in pos]
+    if missing:
+        raise RunbookError(
+            f"backfill {step.name!r}: the rows read from {step.table} have no column "
+            f"{', '.join(map(repr, missing))} (they have {list(names)})"
+        )
+    key_at, at = pos[step.key], [pos[c] for c in step.columns]
+    before_of: Callable[[Sequence[Any]], tuple[Any, ...]] = (
+        itemgetter(*at) if len(at) > 1 else lambda r: (r[at[0]],)
+    )
+    compute, columns, declared = step.compute, step.columns, step._declared
+    undo: list[tuple[Any, ...]] = []
+    for r in rows:
+        before = before_of(r)
+        new = compute(dict(zip(names, r, strict=True)))
+        if not new:
+            continue
+        if not new.keys() <= declared:
+            raise undeclared(step, new)
+        after = tuple(map(new.get, columns, before))
+        if after == before and tuple(map(type, after)) == tuple(map(type, before)):
+            continue
+        undo.append((batch, r[key_at], *before, *after))
+    return undo
 
 
 def summarize(step: BackfillFields, rows: Iterable[dict[str, Any]]) -> Plan:
@@ -197,6 +263,7 @@ class Backfill(BackfillFields, SQLiteStep):
         )
         kw.setdefault("batch_size", 1000)
         super().__init__(name, db, **kw)
+        self._sql: dict[str, _BatchSQL] = {}
 
     def undo_table(self, run_id: str) -> str:
         """One undo table per run and step: rows stay narrow, and a finished rollback
@@ -215,9 +282,6 @@ class Backfill(BackfillFields, SQLiteStep):
 
     def _where(self) -> str:
         return f"WHERE {self.where}" if self.where else ""
-
-    def _changes(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        return changed_values(self, row)
 
     # -- lifecycle ----------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> Plan:
@@ -246,73 +310,58 @@ class Backfill(BackfillFields, SQLiteStep):
                 )
             ]
 
-    def _undo_ddl(self, run_id: str) -> str:
-        n = len(self.columns)
-        cols = ", ".join([f"b_{i}" for i in range(n)] + [f"a_{i}" for i in range(n)])
-        # No declared types: each value keeps exactly the type it was bound with.
-        return f"CREATE TABLE IF NOT EXISTS {self.undo_table(run_id)} (batch, pk, {cols})"
+    def _batch_sql(self, run_id: str) -> _BatchSQL:
+        sql = self._sql.get(run_id)
+        if sql is None:
+            sql = self._sql[run_id] = _BatchSQL(self, run_id)
+        return sql
 
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
-        key = quote_ident(self.key)
-        undo_rows: list[tuple[Any, ...]] = []
-        updates: list[list[Any]] = []
+        sql = self._batch_sql(ctx.run_id)
         with ctx.connection(self.db) as conn:
-            conn.row_factory = sqlite3.Row
             conn.execute("BEGIN IMMEDIATE")
             try:
-                undo = self.undo_table(ctx.run_id)
-                conn.execute(self._undo_ddl(ctx.run_id))
-                declared = {
-                    r[1]: r[2]
-                    for r in conn.execute(f"PRAGMA table_info({quote_ident(self.table)})")
-                }
+                conn.execute(sql.undo_ddl)
+                declared = {r[1]: r[2] for r in conn.execute(sql.table_info)}
                 affinities = [affinity_of(declared.get(c, "")) for c in self.columns]
+                read = conn.cursor()
+                read.row_factory = None  # tuples: batch_changes builds compute's dicts
+                undo_rows: list[tuple[Any, ...]] = []
                 for lo in range(0, len(items), 900):
                     chunk = items[lo : lo + 900]
-                    cur = conn.execute(
-                        f"SELECT {self._select()} FROM {quote_ident(self.table)} "
-                        f"WHERE {key} IN ({','.join('?' * len(chunk))})",
-                        chunk,
-                    )
-                    for r in cur:
-                        row = dict(r)
-                        new = self._changes(row)
-                        if new is None:
-                            continue
-                        after = [new.get(c, row[c]) for c in self.columns]
-                        before = [row[c] for c in self.columns]
-                        undo_rows.append((batch, row[self.key], *before, *after))
-                        updates.append([*after, row[self.key]])
-                n = len(self.columns)
-                marks = ",".join("?" * (2 + 2 * n))
-                since = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {undo}").fetchone()[0]
-                conn.executemany(f"INSERT INTO {undo} VALUES ({marks})", undo_rows)
-                sets = ", ".join(f"{quote_ident(c)}=?" for c in self.columns)
-                conn.executemany(
-                    f"UPDATE {quote_ident(self.table)} SET {sets} WHERE {key}=?", updates
-                )
-                if not all(
-                    stored_as_bound(affinity, v)
-                    for row in updates
-                    for affinity, v in zip(affinities, row, strict=False)
-                ):
-                    # The column's affinity changed some value on write (an int into a TEXT
-                    # column): record what the table now holds, so the rollback's conflict
-                    # test compares like with like.
-                    got = ", ".join(
-                        f"a_{i} = t.{quote_ident(c)}" for i, c in enumerate(self.columns)
-                    )
-                    conn.execute(
-                        f"UPDATE {undo} AS u SET {got} "
-                        f"FROM {quote_ident(self.table)} AS t WHERE u.rowid > ? AND t.{key} = u.pk",
-                        (since,),
-                    )
-                SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(updates))
+                    read.execute(sql.select(len(chunk)), chunk)
+                    names = [d[0] for d in read.description]
+                    undo_rows += batch_changes(self, batch, names, read)
+                if undo_rows:
+                    self._write(conn, sql, undo_rows, affinities)
+                SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(undo_rows))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return len(updates)
+        return len(undo_rows)
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        sql: _BatchSQL,
+        undo_rows: list[tuple[Any, ...]],
+        affinities: list[str],
+    ) -> None:
+        """Write a batch's undo rows, then the table's new values from them: a value reaches
+        the table only through its undo record (and is bound once, not twice)."""
+        since = conn.execute(sql.last_undo).fetchone()[0]
+        conn.executemany(sql.insert_undo, undo_rows)
+        conn.execute(sql.update, (since,))
+        written = list(zip(*undo_rows, strict=True))[2 + len(self.columns) :]  # the afters
+        if not all(
+            all_stored_as_bound(affinity, values)
+            for affinity, values in zip(affinities, written, strict=True)
+        ):
+            # The column's affinity changed some value on write (an int into a TEXT column):
+            # record what the table now holds, so the rollback's conflict test compares
+            # like with like.
+            conn.execute(sql.capture, (since,))
 
     def rollback(self, ctx: StepContext) -> None:
         db = ctx.use(self.db)
@@ -362,3 +411,37 @@ class Backfill(BackfillFields, SQLiteStep):
                 hint="inspect them; `handrail rollback RUN --force` overwrites them",
                 items=[f"{self.table} {self.key}={k!r}" for k in conflicts],
             )
+
+
+class _BatchSQL:
+    """A backfill's per-batch statements, built once per run (and so prepared once: the
+    connection's statement cache keys on the text)."""
+
+    def __init__(self, step: Backfill, run_id: str) -> None:
+        t, key, n = quote_ident(step.table), quote_ident(step.key), len(step.columns)
+        undo = step.undo_table(run_id)
+        cols = ", ".join([f"b_{i}" for i in range(n)] + [f"a_{i}" for i in range(n)])
+        # No declared types: each value keeps exactly the type it was bound with.
+        self.undo_ddl = f"CREATE TABLE IF NOT EXISTS {undo} (batch, pk, {cols})"
+        self.table_info = f"PRAGMA table_info({t})"
+        self._select = f"SELECT {step._select()} FROM {t} WHERE {key} IN "
+        self._selects: dict[int, str] = {}
+        self.last_undo = f"SELECT coalesce(max(rowid), 0) FROM {undo}"
+        self.insert_undo = f"INSERT INTO {undo} VALUES ({','.join('?' * (2 + 2 * n))})"
+        # Both joins compare the key as stored with the key as stored (read from the table,
+        # kept untyped in the undo table), as the rollback does.
+        put = ", ".join(f"{quote_ident(c)} = u.a_{i}" for i, c in enumerate(step.columns))
+        self.update = (
+            f"UPDATE {t} AS t SET {put} FROM {undo} AS u WHERE u.rowid > ? AND t.{key} = u.pk"
+        )
+        got = ", ".join(f"a_{i} = t.{quote_ident(c)}" for i, c in enumerate(step.columns))
+        self.capture = (
+            f"UPDATE {undo} AS u SET {got} FROM {t} AS t WHERE u.rowid > ? AND t.{key} = u.pk"
+        )
+
+    def select(self, n: int) -> str:
+        """The batch's rows whose key is one of ``n`` parameters."""
+        sql = self._selects.get(n)
+        if sql is None:
+            sql = self._selects[n] = f"{self._select}({','.join('?' * n)})"
+        return sql
