@@ -313,17 +313,6 @@ class _SQLiteSource(_Source):
         query, params = self._range_sql(cols, lo, hi, where, "?")
         return self.conn.execute(query, params).fetchall()
 
-    def read_sql(
-        self,
-        exprs: Sequence[str],
-        lo: tuple[Any, ...] | None,
-        hi: tuple[Any, ...] | None,
-        where: str | None,
-    ) -> list[tuple[Any, ...]]:
-        """Like :meth:`read`, selecting SQL expressions instead of columns."""
-        query, params = self._range_sql(exprs, lo, hi, where, "?", exprs=True)
-        return self.conn.execute(query, params).fetchall()
-
     def rows_where_in(
         self, cols: Sequence[str], match: Sequence[str], values: Sequence[tuple[Any, ...]]
     ) -> list[tuple[Any, ...]]:
@@ -604,6 +593,16 @@ class Prepared:
     data: str | None = None  # the lines joined, when already at hand
 
 
+def _keep(
+    keep: list[int],
+    lines: list[str | None],
+    keys: list[tuple[Any, ...]],
+    skeys: list[tuple[Any, ...]],
+) -> SqlRows:
+    """The rows at positions ``keep`` of the three parallel lists."""
+    return [lines[i] for i in keep], [keys[i] for i in keep], [skeys[i] for i in keep]
+
+
 def find_losers(
     src: _Source, mapping: TableMap, mapper: RowMapper
 ) -> tuple[dict[tuple[Any, ...], str], list[Reject]]:
@@ -821,10 +820,12 @@ class CopyJob:
         return self.src._uri, query, params, len(self.mapping.key), len(self.src.key)
 
     def _prepare_sql(self, rng: KeyRange) -> Prepared:
-        assert self._sql_select is not None
+        q = self.sql_query(rng)
+        assert q is not None
         assert isinstance(self.src, _SQLiteSource)
-        rows = self.src.read_sql(self._sql_select, rng.lo, rng.hi, self.mapping.where)
-        return self.from_sql_rows(split_rows(rows, len(self.mapping.key), len(self.src.key)), rng)
+        _, query, params, nn, nk = q
+        rows = self.src.conn.execute(query, params).fetchall()
+        return self.from_sql_rows(split_rows(rows, nn, nk), rng)
 
     def from_sql_rows(self, cols: SqlRows, rng: KeyRange) -> Prepared:
         """A batch from what :meth:`sql_query` read (as :func:`split_rows` gives it):
@@ -834,11 +835,8 @@ class CopyJob:
         read = len(lines)
         losers = self.losers()
         if losers and self._losers_between(rng):
-            keep = [i for i, sk in enumerate(skeys) if sk not in losers]
-            lines, keys, skeys = (
-                [lines[i] for i in keep],
-                [keys[i] for i in keep],
-                [skeys[i] for i in keep],
+            lines, keys, skeys = _keep(
+                [i for i, sk in enumerate(skeys) if sk not in losers], lines, keys, skeys
             )
         rejects: list[Reject] = []
         data: str | None = None if None in lines else "".join(lines)  # type: ignore[arg-type]
@@ -860,11 +858,8 @@ class CopyJob:
                 else:
                     keys[i], lines[i] = got
             if refused:
-                keep = [i for i in range(len(lines)) if i not in refused]
-                lines, keys, skeys = (
-                    [lines[i] for i in keep],
-                    [keys[i] for i in keep],
-                    [skeys[i] for i in keep],
+                lines, keys, skeys = _keep(
+                    [i for i in range(len(lines)) if i not in refused], lines, keys, skeys
                 )
         if len(set(keys)) == len(keys):
             return Prepared([t for t in lines if t is not None], keys, rejects, read, data=data)
@@ -1091,8 +1086,9 @@ def copy_table(
 
     Batches the target's ledger already holds are skipped, so calling it again after a
     crash resumes. ``on_batch(batch_no, rows_read, rejects)`` is called after each batch
-    commits. With ``pipeline`` the next batches are read and converted (by ``readers``
-    threads) while the database merges the current one; commits stay in batch order.
+    commits. With ``pipeline`` the next batches are read and converted (a SQLite source of
+    four batches or more by ``readers`` forked processes, else by one thread) while the
+    database merges the current one; commits stay in batch order.
     """
     started = time.monotonic()
     result = CopyResult()

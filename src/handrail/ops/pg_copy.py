@@ -57,8 +57,10 @@ class CopyTable(Step):
         kw.setdefault("writes", (target,))
         kw["batch_size"] = 1  # one key range per engine batch
         super().__init__(name, **kw)
-        self._cached: tuple[tuple[str, int, int], CopyJob, dict[int, Future[Prepared]]] | None
-        self._cached = None
+        self._cached: (
+            tuple[tuple[str, int, int], CopyJob, list[KeyRange], dict[int, Future[Prepared]]] | None
+        ) = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"handrail-{name}-reader")
 
     def params(self) -> dict[str, Any]:
@@ -134,11 +136,11 @@ class CopyTable(Step):
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         (data,) = items
         rng = KeyRange.from_json(data)
-        job, ahead = self._open_job(ctx)
+        job, ranges, ahead = self._open_job(ctx)
         try:
             pending = ahead.pop(rng.batch, None)
             prep = pending.result() if pending is not None else job.prepare(rng)
-            later = [r for r in job.plan_batches(ctx.run_id, self.name) if r.batch > rng.batch]
+            later = [r for r in ranges if r.batch > rng.batch]
             if later and later[0].batch not in ahead:
                 # read and convert the next range while this one is written
                 ahead[later[0].batch] = self._pool.submit(job.prepare, later[0])
@@ -152,22 +154,27 @@ class CopyTable(Step):
             ctx.reject(r.source, r.key, r.reason)
         return result.changed
 
-    def _open_job(self, ctx: StepContext) -> tuple[CopyJob, dict[int, Future[Prepared]]]:
+    def _open_job(
+        self, ctx: StepContext
+    ) -> tuple[CopyJob, list[KeyRange], dict[int, Future[Prepared]]]:
         """One job for all of a run's ranges: its connections, its duplicate-key answer
-        (a GROUP BY over the source) and the range read ahead are kept between batches,
-        and closed after the last range or on an error."""
+        (a GROUP BY over the source), the stored ranges and the range read ahead are kept
+        between batches, and closed after the last range or on an error."""
         key = (ctx.run_id, id(ctx.use(self.source)), id(ctx.use(self.target)))
         if self._cached is None or self._cached[0] != key:
             self._close_job()
             job = self._job(ctx)
             job.start_losers()
-            self._cached = (key, job, {})
-            weakref.finalize(self, job.close)
-        return self._cached[1], self._cached[2]
+            self._cached = (key, job, job.plan_batches(ctx.run_id, self.name), {})
+            self._finalizer = weakref.finalize(self, job.close)
+        return self._cached[1], self._cached[2], self._cached[3]
 
     def _close_job(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         if self._cached is not None:
-            _, job, ahead = self._cached
+            _, job, _, ahead = self._cached
             self._cached = None
             for fut in ahead.values():
                 fut.cancel()
