@@ -434,3 +434,97 @@ def test_direct_copy_gives_way_to_row_level_security(pg_cluster: Any, tmp_path: 
     with psycopg.connect(dsn) as conn:
         (count,) = conn.execute("SELECT count(*) FROM dst").fetchone() or (0,)
     assert count == res.inserted > 50
+
+
+# -- joined batches: one text per batch, built in SQLite ------------------------------------
+def batch_lines(prep: Any) -> tuple[list[str], int, list[str]]:
+    """A prepared batch as (sorted lines, rows read, reject keys)."""
+    text = prep.raw.decode() if prep.raw is not None else "".join(prep.lines)
+    assert text.count("\n") == prep.count
+    return sorted(text.splitlines()), prep.read, sorted(r.key for r in prep.rejects)
+
+
+def test_joined_batches_equal_row_by_row(pg_cluster: Any, tmp_path: Path) -> None:
+    """Every range read as one joined text holds the very lines, rows read and rejects of
+    the row-by-row read: duplicate-key losers left out in SQL, rows SQL cannot convert
+    converted in Python. A range with a NUL in a text is read row by row."""
+    rows = mixed_rows(600)
+    rows[500] = (rows[500][0], 500, "nul\x00inside", *rows[500][3:])  # a winner
+    src = make_source(tmp_path / "src.db", rows)
+    dsn = pg_cluster.create_database("joined_batches")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TARGET)
+    with CopyJob(src, Postgres("pg", dsn), MIXED, batch_size=64) as job:
+        ranges = job.plan_batches()
+        assert len(job.losers()) == 150
+        excluded = joined = 0
+        for rng in ranges:
+            fast = job.lines_query(rng)
+            assert fast is not None
+            excluded += fast[1]
+            prep = job.prepare(rng)
+            nul = (rng.lo or (-1,)) < (500,) <= (rng.hi or (10**9,))
+            assert (prep.raw is None) is nul, rng
+            joined += prep.raw is not None
+            assert batch_lines(prep) == batch_lines(job._prepare_sql(rng))
+        assert excluded == 150
+        assert joined == len(ranges) - 1
+        job.direct = False  # a key met: batches need their keys, so no joined text
+        assert job.lines_query(ranges[0]) is None
+        assert job.prepare(ranges[0]).raw is None
+
+
+def test_joined_batches_with_a_composite_source_key(pg_cluster: Any, tmp_path: Path) -> None:
+    """Losers keyed by two columns are left out by a JSON list of pairs."""
+    path = tmp_path / "pairs.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "CREATE TABLE src (a TEXT, b INTEGER, k TEXT, n INTEGER, PRIMARY KEY (a, b)) "
+            "WITHOUT ROWID"
+        )
+        conn.executemany(
+            "INSERT INTO src VALUES (?, ?, ?, ?)",
+            [(f"g{i % 3}", i, f"k{i % 70:03d}", i) for i in range(200)],
+        )
+        conn.commit()
+    mapping = TableMap("src", "dst", key=["k"], order_by=["n"], columns=[Column("k"), Column("n")])
+    dsn = pg_cluster.create_database("joined_pairs")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE dst (k text PRIMARY KEY, n bigint)")
+    with CopyJob(SQLite("src", path), Postgres("pg", dsn), mapping, batch_size=32) as job:
+        assert job.src.key == ["a", "b"]
+        for rng in job.plan_batches():
+            prep = job.prepare(rng)
+            assert prep.raw is not None
+            assert batch_lines(prep) == batch_lines(job._prepare_sql(rng))
+    res = copy_table(
+        SQLite("src", path), Postgres("pg", dsn), mapping, run_id="r", step="s", batch_size=32
+    )
+    with psycopg.connect(dsn) as conn:
+        got = dict(conn.execute("SELECT k, n FROM dst").fetchall())
+    # the last row of each natural key (by n) won
+    assert got == {f"k{j:03d}": max(i for i in range(200) if i % 70 == j) for j in range(70)}
+    assert res.inserted == 70
+    assert len(res.duplicates) == 130
+
+
+def test_a_refused_joined_batch_is_read_again_and_merged(pg_cluster: Any, tmp_path: Path) -> None:
+    """PostgreSQL refuses a joined batch's COPY (a CHECK): the range is read again row by
+    row and merged, which isolates the refused rows; the rest of the batch lands."""
+    src = make_source(tmp_path / "src.db", mixed_rows(100))
+    dsn = pg_cluster.create_database("joined_refused")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TARGET)
+    with CopyJob(src, Postgres("pg", dsn), MIXED, batch_size=64) as job:
+        rng = job.plan_batches()[0]
+        prep = job.prepare(rng)
+        assert prep.raw is not None
+        res = job.write_batch(rng.batch, prep, run_id="r", step="s")
+        assert job.direct  # not a key conflict: later batches still try the direct COPY
+    with psycopg.connect(dsn) as conn:
+        keys = {k for (k,) in conn.execute("SELECT k FROM dst").fetchall()}
+    refused = {r.key for r in res.rejects}
+    assert {"k0004", "k0009", "k0014"} <= refused  # title 'no'
+    assert res.read == 64
+    assert len(keys) == res.inserted == 64 - len(refused)
+    assert not keys & refused

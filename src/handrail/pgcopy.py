@@ -48,9 +48,13 @@ from .errors import BadInput, StepFailed
 from .model import Reject
 from .pgcopy_sql import (
     Capabilities,
+    LineBatch,
     SqlRows,
+    fetch_lines,
     line_expression,
+    lines_sql,
     needs_python,
+    read_lines,
     read_rows,
     reader_init,
     split_rows,
@@ -212,6 +216,14 @@ class _Source:
         exprs: bool = False,
     ) -> tuple[str, list[Any]]:
         k = ", ".join(self.q(c) for c in self.key)
+        cond, params = self._range_cond(lo, hi, where, ph)
+        picked = cols if exprs else [self.select_expr(c) for c in cols]
+        sel = ", ".join([*picked, *(self.q(c) for c in self.key)])
+        return f"SELECT {sel} FROM {self.rel} {cond} ORDER BY {k}", params
+
+    def _range_cond(self, lo: Any, hi: Any, where: str | None, ph: str) -> tuple[str, list[Any]]:
+        """`` WHERE`` and the conditions of the key range (lo, hi] and ``where``."""
+        k = ", ".join(self.q(c) for c in self.key)
         conds, params = [], []
         if lo is not None:
             conds.append(f"({k}) > ({', '.join([ph] * len(lo))})")
@@ -221,10 +233,7 @@ class _Source:
             params += list(hi)
         if where:
             conds.append(f"({where})")
-        cond = f" WHERE {' AND '.join(conds)}" if conds else ""
-        picked = cols if exprs else [self.select_expr(c) for c in cols]
-        sel = ", ".join([*picked, *(self.q(c) for c in self.key)])
-        return f"SELECT {sel} FROM {self.rel} {cond} ORDER BY {k}", params
+        return (f" WHERE {' AND '.join(conds)}" if conds else ""), params
 
     def select_expr(self, col: str) -> str:
         return self.q(col)
@@ -312,6 +321,32 @@ class _SQLiteSource(_Source):
     ) -> list[tuple[Any, ...]]:
         query, params = self._range_sql(cols, lo, hi, where, "?")
         return self.conn.execute(query, params).fetchall()
+
+    def lines_query(
+        self,
+        line: str,
+        lo: tuple[Any, ...] | None,
+        hi: tuple[Any, ...] | None,
+        where: str | None,
+        excluded: Sequence[tuple[Any, ...]],
+    ) -> tuple[str, list[Any]]:
+        """The :func:`~handrail.pgcopy_sql.lines_sql` query of a key range, leaving out
+        the rows whose source keys are ``excluded`` (integers and texts, passed as one
+        JSON parameter)."""
+        cond, params = self._range_cond(lo, hi, where, "?")
+        if excluded:
+            k = ", ".join(self.q(c) for c in self.key)
+            if len(self.key) == 1:
+                sub = "SELECT value FROM json_each(?)"
+                payload = json.dumps([t[0] for t in excluded])
+            else:
+                picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(self.key)))
+                sub = f"SELECT {picks} FROM json_each(?)"
+                payload = json.dumps([list(t) for t in excluded])
+            cond += f"{' AND' if cond else ' WHERE'} ({k}) NOT IN ({sub})"
+            params.append(payload)
+        keys = [self.q(c) for c in self.key]
+        return lines_sql(line, keys, f"FROM {self.rel}{cond}"), params
 
     def rows_where_in(
         self, cols: Sequence[str], match: Sequence[str], values: Sequence[tuple[Any, ...]]
@@ -591,6 +626,16 @@ class Prepared:
     read: int
     duplicates: list[Reject] = field(default_factory=list)
     data: str | None = None  # the lines joined, when already at hand
+    # a batch SQLite built whole (:class:`LineBatch`): its bytes, instead of lines and
+    # keys; only for a direct COPY, else the range is read again row by row
+    raw: bytes | None = None
+    rows: int = 0
+    rng: KeyRange | None = None
+
+    @property
+    def count(self) -> int:
+        """Rows to write."""
+        return self.rows if self.raw is not None else len(self.lines)
 
 
 def _keep(
@@ -805,6 +850,14 @@ class CopyJob:
     def prepare(self, rng: KeyRange) -> Prepared:
         """Read and convert one range."""
         if self._sql_select is not None:
+            if self.direct and isinstance(self.src, _SQLiteSource):
+                self.losers()
+                fast = self.lines_query(rng)
+                if fast is not None:
+                    (_, query, params), excluded = fast
+                    got = fetch_lines(self.src.conn, query, params)
+                    if got is not None:
+                        return self.from_lines(got, rng, excluded)
             return self._prepare_sql(rng)
         raw = self.src.read(self.mapper.select, rng.lo, rng.hi, self.mapping.where)
         return self.convert_rows(raw)
@@ -818,6 +871,51 @@ class CopyJob:
             self._sql_select, rng.lo, rng.hi, self.mapping.where, "?", exprs=True
         )
         return self.src._uri, query, params, len(self.mapping.key), len(self.src.key)
+
+    def lines_query(self, rng: KeyRange) -> tuple[tuple[str, str, list[Any]], int] | None:
+        """The arguments of :func:`handrail.pgcopy_sql.read_lines` reading a range as one
+        joined text, and how many duplicate-key losers it leaves out; None unless the
+        batch can be COPYed directly as SQLite built it: lines from SQL, no key met yet,
+        the losers known (without waiting) and their source keys integers or texts."""
+        if self._sql_select is None or not self.direct or not isinstance(self.src, _SQLiteSource):
+            return None
+        fut = self._losers_future
+        if self._losers is None and (fut is None or not fut.done()):
+            return None
+        self.losers()
+        excluded = self._losers_in(rng)
+        if excluded is None or any(type(v) not in (int, str) for t in excluded for v in t):
+            return None
+        query, params = self.src.lines_query(
+            self._sql_select[0], rng.lo, rng.hi, self.mapping.where, excluded
+        )
+        return (self.src._uri, query, params), len(excluded)
+
+    def from_lines(self, got: LineBatch, rng: KeyRange, excluded: int) -> Prepared:
+        """A batch from what :meth:`lines_query` read: the rows SQLite left (no line) are
+        read again by source key and converted in Python. A natural key two rows share
+        after conversion fails the direct COPY, which then reads the range row by row."""
+        lines: list[bytes] = [got.data]
+        rejects: list[Reject] = []
+        if got.slow:
+            nk = len(self.src.key)
+            raw = {
+                tuple(r[-nk:]): r
+                for r in self.src.rows_where_in(self.mapper.select, self.src.key, got.slow)
+            }
+            for skey in got.slow:
+                r = raw.get(skey)
+                if r is None:  # not found again (the source changed): read row by row
+                    return self._prepare_sql(rng)
+                one = self._convert_one(r)
+                if isinstance(one, Reject):
+                    rejects.append(one)
+                else:
+                    lines.append(one[1].encode())
+        rows = got.rows - len(rejects)
+        return Prepared(
+            [], [], rejects, got.rows + excluded, raw=b"".join(lines), rows=rows, rng=rng
+        )
 
     def _prepare_sql(self, rng: KeyRange) -> Prepared:
         q = self.sql_query(rng)
@@ -867,14 +965,21 @@ class CopyJob:
 
     def _losers_between(self, rng: KeyRange) -> bool:
         """Whether any loser's source key lies in the range (lo, hi]."""
-        if self._loser_keys is None:
-            self._loser_keys = sorted(self.losers())
-        ks = self._loser_keys
+        got = self._losers_in(rng)
+        return got is None or bool(got)
+
+    def _losers_in(self, rng: KeyRange) -> list[tuple[Any, ...]] | None:
+        """The losers' source keys in the range (lo, hi]; None when keys of mixed types
+        cannot be ordered (then every row must be looked at)."""
         try:
+            if self._loser_keys is None:
+                self._loser_keys = sorted(self.losers())
+            ks = self._loser_keys
             i = bisect.bisect_right(ks, rng.lo) if rng.lo is not None else 0
-            return i < len(ks) and (rng.hi is None or ks[i] <= rng.hi)
-        except TypeError:  # keys of mixed types: look at every row
-            return True
+            j = bisect.bisect_right(ks, rng.hi) if rng.hi is not None else len(ks)
+            return ks[i:j]
+        except TypeError:
+            return None
 
     def _convert_one(self, r: Sequence[Any]) -> tuple[tuple[Any, ...], str] | Reject:
         """A source row (``select`` columns, then the source key) as (natural key, line)."""
@@ -943,17 +1048,22 @@ class CopyJob:
 
     def write_batch(self, batch: int, prep: Prepared, *, run_id: str, step: str) -> BatchResult:
         """Stage and merge a prepared batch and mark it in the ledger, in one transaction."""
-        res = BatchResult(batch, read=prep.read, rejects=list(prep.rejects))
-        self.duplicates.extend(prep.duplicates)
         conn = self.conn
         try:
             with conn.transaction():
-                if prep.lines and not self._copy_direct(prep):
+                direct = prep.count > 0 and self._copy_direct(prep)
+                if not direct and prep.raw is not None:
+                    # refused as a whole: read the range again, row by row, for the merge
+                    assert prep.rng is not None
+                    prep = self._prepare_sql(prep.rng)
+                res = BatchResult(batch, read=prep.read, rejects=list(prep.rejects))
+                self.duplicates.extend(prep.duplicates)
+                if direct:
+                    res.inserted = prep.count
+                elif prep.lines:
                     self._stage_lines(prep.lines)
                     ins, upd = self._merge(0, len(prep.lines) - 1, prep.keys, res.rejects)
                     res.inserted, res.updated = ins, upd
-                elif prep.lines:
-                    res.inserted = len(prep.lines)
                 refused = len(res.rejects) - len(prep.rejects)
                 res.unchanged = len(prep.lines) - res.changed - refused
                 Postgres.ledger_mark(
@@ -991,7 +1101,10 @@ class CopyJob:
         sql = f"COPY {self.target.rel} ({cols}) FROM STDIN (FORMAT csv)".encode()
         try:
             with self.conn.transaction(), self.conn.cursor().copy(sql) as cp:
-                cp.write(prep.data if prep.data is not None else "".join(prep.lines))
+                if prep.raw is not None:
+                    cp.write(prep.raw)
+                else:
+                    cp.write(prep.data if prep.data is not None else "".join(prep.lines))
         except (psycopg.errors.UniqueViolation, psycopg.errors.FeatureNotSupported):
             # a key exists, or COPY cannot write this table (row-level security)
             self.direct = False
@@ -1181,6 +1294,21 @@ def _pipelined(
     thread = ThreadPoolExecutor(1, thread_name_prefix="handrail-copy-reader")
 
     def submit(r: KeyRange) -> None:
+        fast = job.lines_query(r) if processes is not None else None
+        if processes is not None and fast is not None:
+            pool = processes
+            joined = pool.submit(read_lines, *fast[0])
+
+            def finish() -> Prepared:
+                got = joined.result()
+                if got is not None:
+                    return job.from_lines(got, r, fast[1])
+                q = job.sql_query(r)  # some row needs Python: read it row by row
+                assert q is not None
+                return job.from_sql_rows(pool.submit(read_rows, *q).result(), r)
+
+            pending.append((r, thread.submit(finish)))
+            return
         q = job.sql_query(r) if processes is not None else None
         if processes is not None and q is not None:
             read = processes.submit(read_rows, *q)

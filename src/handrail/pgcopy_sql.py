@@ -30,6 +30,7 @@ the key Python reads back is the converted key.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import sqlite3
@@ -215,9 +216,58 @@ def split_rows(rows: list[tuple[Any, ...]], nn: int, nk: int) -> SqlRows:
     )
 
 
-def read_rows(uri: str, query: str, params: list[Any], nn: int, nk: int) -> SqlRows:
-    """Run one range's line query in a reader process (its own read-only connection)."""
+def _reader_conn(uri: str) -> sqlite3.Connection:
     conn = _CONNECTIONS.get(uri)
     if conn is None:
         conn = _CONNECTIONS[uri] = sqlite3.connect(uri, uri=True, timeout=30)
-    return split_rows(conn.execute(query, params).fetchall(), nn, nk)
+    return conn
+
+
+def read_rows(uri: str, query: str, params: list[Any], nn: int, nk: int) -> SqlRows:
+    """Run one range's line query in a reader process (its own read-only connection)."""
+    return split_rows(_reader_conn(uri).execute(query, params).fetchall(), nn, nk)
+
+
+@dataclass(frozen=True)
+class LineBatch:
+    """A batch as SQLite built it: the lines it could build, joined and UTF-8 encoded;
+    how many rows it read; the source keys of the rows it left to Python."""
+
+    data: bytes
+    rows: int
+    slow: list[tuple[Any, ...]]
+
+
+def lines_sql(line: str, keys: list[str], rest: str) -> str:
+    """The query joining the lines (expression ``line``) of the rows ``rest`` selects
+    (``FROM ... WHERE ...``) into one text inside SQLite, with the row count and the
+    source keys (columns ``keys``, as JSON) of rows without a line. One result row per
+    batch, so Python makes no object per source row it need not convert."""
+    ks = ", ".join(f"{k} AS _k{i}" for i, k in enumerate(keys))
+    arr = ", ".join(f"_k{i}" for i in range(len(keys)))
+    return (
+        f"SELECT group_concat(l, ''), count(*), json_group_array(json_array({arr})) "
+        f"FILTER (WHERE l IS NULL) FROM (SELECT {line} AS l, {ks} {rest} LIMIT -1)"
+    )  # LIMIT keeps SQLite from flattening the subquery, which builds each line twice
+
+
+def fetch_lines(conn: sqlite3.Connection, query: str, params: list[Any]) -> LineBatch | None:
+    """Run a :func:`lines_sql` query. None when the batch must be read row by row: a line
+    holds a NUL or a ``\\u0000`` escape, a key left to Python is not an integer or a
+    text, or the query fails (the row-by-row read then reports why)."""
+    try:
+        row = conn.execute(query, params).fetchone()
+    except sqlite3.Error:
+        return None
+    text, rows, slow_json = row if row else (None, 0, "[]")
+    if text is not None and needs_python(text):
+        return None
+    slow = [tuple(k) for k in json.loads(slow_json or "[]")]
+    if any(type(v) not in (int, str) for k in slow for v in k):
+        return None
+    return LineBatch((text or "").encode(), rows, slow)
+
+
+def read_lines(uri: str, query: str, params: list[Any]) -> LineBatch | None:
+    """:func:`fetch_lines` in a reader process."""
+    return fetch_lines(_reader_conn(uri), query, params)
