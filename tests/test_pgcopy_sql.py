@@ -469,9 +469,6 @@ def test_joined_batches_equal_row_by_row(pg_cluster: Any, tmp_path: Path) -> Non
             assert batch_lines(prep) == batch_lines(job._prepare_sql(rng))
         assert excluded == 150
         assert joined == len(ranges) - 1
-        job.direct = False  # a key met: batches need their keys, so no joined text
-        assert job.lines_query(ranges[0]) is None
-        assert job.prepare(ranges[0]).raw is None
 
 
 def test_joined_batches_with_a_composite_source_key(pg_cluster: Any, tmp_path: Path) -> None:
@@ -528,3 +525,72 @@ def test_a_refused_joined_batch_is_read_again_and_merged(pg_cluster: Any, tmp_pa
     assert res.read == 64
     assert len(keys) == res.inserted == 64 - len(refused)
     assert not keys & refused
+
+
+def test_joined_batches_merge_into_a_full_table(pg_cluster: Any, tmp_path: Path) -> None:
+    """Once keys exist, a joined batch is staged whole and merged with ON CONFLICT: only
+    changed rows are updated, and the totals match the row-by-row merge."""
+    rows = mixed_rows(300)
+    src = make_source(tmp_path / "src.db", rows)
+    counts = {}
+    for mode in ("joined", "rows"):
+        dsn = pg_cluster.create_database(f"joined_merge_{mode}")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(TARGET)
+        pg = Postgres("pg", dsn)
+        first = copy_table(src, pg, MIXED, run_id="r", step="s", batch_size=64)
+        with closing(sqlite3.connect(src.path)) as conn:
+            conn.execute("UPDATE src SET title = title || '!' WHERE n % 10 = 1")
+            conn.commit()
+        with CopyJob(src, pg, MIXED, batch_size=64, direct=False) as job:
+            job.losers()
+            for rng in job.plan_batches():
+                prep = job.prepare(rng) if mode == "joined" else job._prepare_sql(rng)
+                assert (prep.raw is not None) is (mode == "joined")
+                res = job.write_batch(rng.batch, prep, run_id="r2", step="s")
+                counts.setdefault(mode, []).append((res.inserted, res.updated, res.unchanged))
+        with closing(sqlite3.connect(src.path)) as conn:
+            conn.execute(
+                "UPDATE src SET title = substr(title, 1, length(title) - 1) WHERE n % 10 = 1"
+            )
+            conn.commit()
+        with psycopg.connect(dsn) as conn:
+            (edited,) = conn.execute("SELECT count(*) FROM dst WHERE title LIKE '%!'").fetchone()
+        assert first.inserted > 100
+        assert sum(u for _, u, _ in counts[mode]) == edited > 2  # only the edited rows
+    assert counts["joined"] == counts["rows"]
+
+
+def test_a_joined_merge_refused_is_read_again(pg_cluster: Any, tmp_path: Path) -> None:
+    """Two rows of one batch share a natural key only after conversion (an INTEGER 7 and
+    the TEXT '7'): ON CONFLICT cannot touch a row twice, so the batch is read again row by
+    row, where the later row wins and the earlier is reported."""
+    path = tmp_path / "conv.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE src (n INTEGER PRIMARY KEY, k, title TEXT)")
+        conn.executemany(
+            "INSERT INTO src VALUES (?, ?, ?)",
+            [(i, str(i) if i != 20 else 7, f"t{i}") for i in range(40)],
+        )
+        conn.commit()
+    mapping = TableMap(
+        "src", "dst", key=["k"], order_by=["n"], columns=[Column("k"), Column("n"), Column("title")]
+    )
+    dsn = pg_cluster.create_database("joined_conv")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE dst (k text PRIMARY KEY, n bigint, title text)")
+        conn.execute("INSERT INTO dst VALUES ('0', -1, 'old')")  # direct COPY gives way
+    with CopyJob(SQLite("src", path), Postgres("pg", dsn), mapping, batch_size=100) as job:
+        job.losers()
+        (rng,) = job.plan_batches()
+        prep = job.prepare(rng)
+        assert prep.raw is not None
+        res = job.write_batch(rng.batch, prep, run_id="r", step="s")
+        assert not job.direct
+    with psycopg.connect(dsn) as conn:
+        got = dict(conn.execute("SELECT k, n FROM dst").fetchall())
+    assert got["7"] == 20
+    assert got["0"] == 0
+    assert len(got) == 39
+    assert (res.inserted, res.updated) == (38, 1)
+    assert [d.key for d in job.duplicates] == ["7"]

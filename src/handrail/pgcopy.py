@@ -741,9 +741,15 @@ class CopyJob:
         self._merge_sql = self._build_merge()
         self._line = None if self.mapper.has_compute else _line_function(self.mapper)
         self._key_source_index = []
+        # the source type a key value keeps unchanged through its conversion: a SQLite
+        # key of another type (or NULL) is converted by the mapper, so keys compare as
+        # stored (a PostgreSQL column has one type: its keys compare as they are)
+        self._key_types: list[type | None] = []
+        self._key_check = isinstance(self.src, _SQLiteSource)
         for k in self.mapping.key:
             b = self.mapper.columns[self.mapper.targets.index(k)]
             self._key_source_index.append(b.source_index if b.source_index is not None else -1)
+            self._key_types.append({"text": str, "integer": int}.get(b.convert.name))
         self._sql_select: list[str] | None = None
         if isinstance(self.src, _SQLiteSource) and sql_lines:
             caps = Capabilities.probe(self.src.conn, self.conn)
@@ -850,7 +856,7 @@ class CopyJob:
     def prepare(self, rng: KeyRange) -> Prepared:
         """Read and convert one range."""
         if self._sql_select is not None:
-            if self.direct and isinstance(self.src, _SQLiteSource):
+            if isinstance(self.src, _SQLiteSource):
                 self.losers()
                 fast = self.lines_query(rng)
                 if fast is not None:
@@ -874,10 +880,10 @@ class CopyJob:
 
     def lines_query(self, rng: KeyRange) -> tuple[tuple[str, str, list[Any]], int] | None:
         """The arguments of :func:`handrail.pgcopy_sql.read_lines` reading a range as one
-        joined text, and how many duplicate-key losers it leaves out; None unless the
-        batch can be COPYed directly as SQLite built it: lines from SQL, no key met yet,
-        the losers known (without waiting) and their source keys integers or texts."""
-        if self._sql_select is None or not self.direct or not isinstance(self.src, _SQLiteSource):
+        joined text, and how many duplicate-key losers it leaves out; None unless SQLite
+        can build the batch whole: lines from SQL, the losers known (without waiting) and
+        their source keys integers or texts."""
+        if self._sql_select is None or not isinstance(self.src, _SQLiteSource):
             return None
         fut = self._losers_future
         if self._losers is None and (fut is None or not fut.done()):
@@ -985,10 +991,14 @@ class CopyJob:
         """A source row (``select`` columns, then the source key) as (natural key, line)."""
         nk = len(self.src.key)
         if self._line is not None:
-            try:
-                return tuple([r[i] for i in self._key_source_index]), self._line(r)
-            except Exception:
-                pass
+            key = tuple([r[i] for i in self._key_source_index])
+            if not self._key_check or all(
+                type(v) is t for v, t in zip(key, self._key_types, strict=True)
+            ):
+                try:
+                    return key, self._line(r)
+                except Exception:
+                    pass
         got = self.mapper.convert(r[:-nk], source_key=key_text(r[-nk:]))
         if not isinstance(got, Converted):
             return got
@@ -1052,20 +1062,26 @@ class CopyJob:
         try:
             with conn.transaction():
                 direct = prep.count > 0 and self._copy_direct(prep)
+                merged = None
                 if not direct and prep.raw is not None:
-                    # refused as a whole: read the range again, row by row, for the merge
-                    assert prep.rng is not None
-                    prep = self._prepare_sql(prep.rng)
+                    merged = self._merge_joined(prep.raw)
+                    if merged is None:
+                        # refused as a whole: read the range again, row by row, to merge
+                        # it row by row (and find the rows at fault)
+                        assert prep.rng is not None
+                        prep = self._prepare_sql(prep.rng)
                 res = BatchResult(batch, read=prep.read, rejects=list(prep.rejects))
                 self.duplicates.extend(prep.duplicates)
                 if direct:
                     res.inserted = prep.count
+                elif merged is not None:
+                    res.inserted, res.updated = merged
                 elif prep.lines:
                     self._stage_lines(prep.lines)
                     ins, upd = self._merge(0, len(prep.lines) - 1, prep.keys, res.rejects)
                     res.inserted, res.updated = ins, upd
                 refused = len(res.rejects) - len(prep.rejects)
-                res.unchanged = len(prep.lines) - res.changed - refused
+                res.unchanged = prep.count - res.changed - refused
                 Postgres.ledger_mark(
                     conn,
                     run_id,
@@ -1113,6 +1129,22 @@ class CopyJob:
             return False
         return True
 
+    def _merge_joined(self, data: bytes) -> tuple[int, int] | None:
+        """Stage a joined batch (lines without their numbers) and merge it whole, under a
+        savepoint: (inserted, updated), or None when PostgreSQL refused it (a bad row, or
+        two rows with one key after conversion), with nothing of it left staged."""
+        self._ensure_stage()
+        cols = ", ".join(quote_ident(t) for t in self.mapper.targets)
+        sql = f"COPY {self._stage} ({cols}) FROM STDIN (FORMAT csv)".encode()
+        try:
+            with self.conn.transaction():
+                with self.conn.cursor().copy(sql) as cp:
+                    cp.write(data)
+                row = self.conn.execute(self._merge_sql.encode(), (0, 0)).fetchone()
+        except _BISECT_ERRORS:
+            return None
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def _stage_lines(self, lines: list[str]) -> None:
         self._ensure_stage()
         data = "".join([f"{n},{line}" for n, line in enumerate(lines)])
@@ -1124,7 +1156,7 @@ class CopyJob:
             return
         cols = ", ".join(f"{quote_ident(t)} text" for t in self.mapper.targets)
         self.conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} (_hr_n integer, {cols}) "
+            f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} (_hr_n integer DEFAULT 0, {cols}) "
             "ON COMMIT DELETE ROWS".encode()
         )
         self._stage_ready = True
