@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -66,6 +69,29 @@ MAPPING = TableMap(
 )
 
 
+def busy_cpu() -> float:
+    """CPU seconds the whole machine spent busy (Linux /proc/stat; 0 elsewhere): with the
+    machine otherwise idle, a contender's delta is its CPU over every process it uses
+    (PostgreSQL's backend, pgloader, handrail's readers)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, list[float]] = {}
+
+
+def timed(name: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``, keeping the machine's busy CPU seconds it took under ``name``."""
+    before = busy_cpu()
+    out = fn()
+    CPU.setdefault(name, []).append(busy_cpu() - before)
+    return out
+
+
 def fresh(pg: TempCluster, name: str, schema: str | None = PG_SCHEMA) -> str:
     dsn = pg.create_database(name)
     if schema:
@@ -79,7 +105,12 @@ def run_handrail(pg: TempCluster, src: Path, n: int) -> tuple[float, float]:
     source rows changed: (first load seconds, re-sync seconds)."""
     dsn = fresh(pg, "b_handrail")
     t = time.perf_counter()
-    res = copy_table(SQLite("src", src), Postgres("pg", dsn), MAPPING, run_id="b", step="copy")
+    res = timed(
+        "handrail",
+        lambda: copy_table(
+            SQLite("src", src), Postgres("pg", dsn), MAPPING, run_id="b", step="copy"
+        ),
+    )
     el = time.perf_counter() - t
     assert res.read == n, res.read
     changed = DATA / "content-changed.sqlite"
@@ -108,7 +139,10 @@ def run_pgloader(pg: TempCluster, src: Path, n: int) -> float | None:
         "INCLUDING ONLY TABLE NAMES LIKE 'content';\n"
     )
     t = time.perf_counter()
-    proc = subprocess.run([exe, str(load)], capture_output=True, text=True, check=False)
+    proc = timed(
+        "pgloader",
+        lambda: subprocess.run([exe, str(load)], capture_output=True, text=True, check=False),
+    )
     el = time.perf_counter() - t
     with psycopg.connect(dsn) as conn:
         (count,) = conn.execute("SELECT count(*) FROM content").fetchone() or (0,)
@@ -220,6 +254,8 @@ def main() -> None:
         f"  handrail re-sync after 1% of rows changed (upsert into the full table): "
         f"{r:.2f} s, {n / r:,.0f} rows/s (pgloader cannot upsert)"
     )
+    for k, v in CPU.items():
+        print(f"  {k} CPU over all its processes: {statistics.median(v) * 1e6 / n:.1f} us/row")
     print(f"  executemany measured on {min(args.subset, n):,} rows and scaled to {n:,}")
 
 
