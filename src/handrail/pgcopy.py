@@ -627,7 +627,7 @@ class Prepared:
     duplicates: list[Reject] = field(default_factory=list)
     data: str | None = None  # the lines joined, when already at hand
     # a batch SQLite built whole (:class:`LineBatch`): its bytes, instead of lines and
-    # keys; only for a direct COPY, else the range is read again row by row
+    # keys; if PostgreSQL refuses it as a whole, the range is read again row by row
     raw: bytes | None = None
     rows: int = 0
     rng: KeyRange | None = None
@@ -900,7 +900,7 @@ class CopyJob:
     def from_lines(self, got: LineBatch, rng: KeyRange, excluded: int) -> Prepared:
         """A batch from what :meth:`lines_query` read: the rows SQLite left (no line) are
         read again by source key and converted in Python. A natural key two rows share
-        after conversion fails the direct COPY, which then reads the range row by row."""
+        after conversion fails the COPY or the merge: the range is then read row by row."""
         lines: list[bytes] = [got.data]
         rejects: list[Reject] = []
         if got.slow:
@@ -1063,7 +1063,7 @@ class CopyJob:
             with conn.transaction():
                 direct = prep.count > 0 and self._copy_direct(prep)
                 merged = None
-                if not direct and prep.raw is not None:
+                if not direct and prep.raw is not None and prep.count:
                     merged = self._merge_joined(prep.raw)
                     if merged is None:
                         # refused as a whole: read the range again, row by row, to merge
