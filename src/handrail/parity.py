@@ -64,7 +64,13 @@ from .pgcopy import (
     reader_processes,
     upsert_rows,
 )
-from .resources.postgres import Postgres, _split_table, qualified, quote_ident
+from .resources.postgres import (
+    Postgres,
+    _split_table,
+    pg_literal_percent,
+    qualified,
+    quote_ident,
+)
 from .resources.sqlite import SQLite
 from .sqlmap import (
     BoundColumn,
@@ -655,7 +661,7 @@ def _build_stream_side(
             parts.append(f"({korder}) < ({', '.join([ph] * nn)})")
             params += list(rng[1])
         if spec.where:
-            parts.append(f"({spec.where})")
+            parts.append(f"({spec.where if is_sqlite else pg_literal_percent(spec.where)})")
         return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
     def text_query(rng: Range) -> tuple[str, list[Any]]:

@@ -64,6 +64,7 @@ from .resources.postgres import (
     HANDRAIL_SCHEMA,
     Postgres,
     _split_table,
+    pg_literal_percent,
     qualified,
     quote_ident,
 )
@@ -172,12 +173,18 @@ class _Source:
     key: list[str]
     columns: list[str]
     dialect: str
+    ph: str  # the driver's parameter placeholder
 
     def kinds(self) -> dict[str, str]:
         raise NotImplementedError
 
-    def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
+    def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """All rows of ``query`` run on this thread's connection."""
         raise NotImplementedError
+
+    def _filter(self, where: str) -> str:
+        """A mapping's ``where`` as it goes into a query of this driver."""
+        return where
 
     def read(
         self,
@@ -186,17 +193,32 @@ class _Source:
         hi: tuple[Any, ...] | None,
         where: str | None,
     ) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        query, params = self._range_sql(cols, lo, hi, where, self.ph)
+        return self._fetch(query, params)
 
     def rows_where_in(
         self, cols: Sequence[str], match: Sequence[str], values: Sequence[tuple[Any, ...]]
     ) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """Rows (``cols``, then the source key) whose ``match`` columns equal one of
+        ``values``, in key order per chunk (both drivers take 30,000 parameters)."""
+        out: list[tuple[Any, ...]] = []
+        m = ", ".join(self.q(c) for c in match)
+        sel = ", ".join([*(self.select_expr(c) for c in cols), *(self.q(c) for c in self.key)])
+        k = ", ".join(self.q(c) for c in self.key)
+        step = max(1, 30000 // max(1, len(match)))
+        for i in range(0, len(values), step):
+            chunk = values[i : i + step]
+            ph = ", ".join("(" + ", ".join([self.ph] * len(match)) + ")" for _ in chunk)
+            out += self._fetch(
+                f"SELECT {sel} FROM {self.rel} WHERE ({m}) IN (VALUES {ph}) ORDER BY {k}",
+                [v for t in chunk for v in t],
+            )
+        return out
 
     def duplicates(
         self, natural: Sequence[str], order_by: Sequence[str], where: str | None
     ) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        return self._fetch(self._dups_sql(natural, order_by, where), [])
 
     def close(self) -> None:
         pass
@@ -232,7 +254,7 @@ class _Source:
             conds.append(f"({k}) <= ({', '.join([ph] * len(hi))})")
             params += list(hi)
         if where:
-            conds.append(f"({where})")
+            conds.append(f"({self._filter(where)})")
         return (f" WHERE {' AND '.join(conds)}" if conds else ""), params
 
     def select_expr(self, col: str) -> str:
@@ -242,32 +264,31 @@ class _Source:
     def rel(self) -> str:
         return self.q(self.table)
 
-    def _boundaries(
-        self, every: int, where: str | None, ph: str, run: Callable[[str, list[Any]], Any]
-    ) -> list[tuple[Any, ...]]:
+    def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
         """Every ``every``-th key in key order: one index walk of ``every`` rows per
         boundary (``OFFSET`` from the previous one), never a sort of the whole table."""
         k = ", ".join(self.q(c) for c in self.key)
         out: list[tuple[Any, ...]] = []
         while True:
-            conds = [f"({where})"] if where else []
+            conds = [f"({self._filter(where)})"] if where else []
             params: list[Any] = []
             if out:
-                conds.append(f"({k}) > ({', '.join([ph] * len(self.key))})")
+                conds.append(f"({k}) > ({', '.join([self.ph] * len(self.key))})")
                 params = list(out[-1])
             cond = f" WHERE {' AND '.join(conds)}" if conds else ""
-            row = run(
+            rows = self._fetch(
                 f"SELECT {k} FROM {self.rel}{cond} ORDER BY {k} LIMIT 1 OFFSET {int(every) - 1}",
                 params,
             )
+            row = rows[0] if rows else None
             if row is None:
                 return out
             out.append(tuple(row))
 
     def _dups_sql(self, natural: Sequence[str], order_by: Sequence[str], where: str | None) -> str:
         n = ", ".join(self.q(c) for c in natural)
-        cond = f" WHERE ({where})" if where else ""
-        and_cond = f" AND ({where})" if where else ""
+        cond = f" WHERE ({self._filter(where)})" if where else ""
+        and_cond = f" AND ({self._filter(where)})" if where else ""
         sel = ", ".join(self.q(c) for c in [*natural, *self.key, *order_by])
         return (
             f"SELECT {sel} FROM {self.rel} WHERE ({n}) IN (SELECT {n} FROM {self.rel}{cond} "
@@ -277,6 +298,7 @@ class _Source:
 
 class _SQLiteSource(_Source):
     dialect = "sqlite"
+    ph = "?"
 
     def __init__(self, db: SQLite, table: str, key: Sequence[str] | None) -> None:
         if not db.path.exists():
@@ -309,17 +331,7 @@ class _SQLiteSource(_Source):
     def kinds(self) -> dict[str, str]:
         return {c: kind_of_sqlite_type(d) for c, d in self._decl.items()}
 
-    def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
-        return self._boundaries(every, where, "?", lambda q, p: self.conn.execute(q, p).fetchone())
-
-    def read(
-        self,
-        cols: Sequence[str],
-        lo: tuple[Any, ...] | None,
-        hi: tuple[Any, ...] | None,
-        where: str | None,
-    ) -> list[tuple[Any, ...]]:
-        query, params = self._range_sql(cols, lo, hi, where, "?")
+    def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self.conn.execute(query, params).fetchall()
 
     def lines_query(
@@ -348,28 +360,6 @@ class _SQLiteSource(_Source):
         keys = [self.q(c) for c in self.key]
         return lines_sql(line, keys, f"FROM {self.rel}{cond}"), params
 
-    def rows_where_in(
-        self, cols: Sequence[str], match: Sequence[str], values: Sequence[tuple[Any, ...]]
-    ) -> list[tuple[Any, ...]]:
-        out: list[tuple[Any, ...]] = []
-        m = ", ".join(self.q(c) for c in match)
-        sel = ", ".join([*(self.q(c) for c in cols), *(self.q(c) for c in self.key)])
-        k = ", ".join(self.q(c) for c in self.key)
-        step = max(1, 30000 // max(1, len(match)))
-        for i in range(0, len(values), step):
-            chunk = values[i : i + step]
-            ph = ", ".join("(" + ", ".join(["?"] * len(match)) + ")" for _ in chunk)
-            out += self.conn.execute(
-                f"SELECT {sel} FROM {self.rel} WHERE ({m}) IN (VALUES {ph}) ORDER BY {k}",
-                [v for t in chunk for v in t],
-            ).fetchall()
-        return out
-
-    def duplicates(
-        self, natural: Sequence[str], order_by: Sequence[str], where: str | None
-    ) -> list[tuple[Any, ...]]:
-        return self.conn.execute(self._dups_sql(natural, order_by, where)).fetchall()
-
     def close(self) -> None:
         with self._lock:
             for conn in self._conns:
@@ -379,6 +369,7 @@ class _SQLiteSource(_Source):
 
 class _PostgresSource(_Source):
     dialect = "postgres"
+    ph = "%s"
 
     def __init__(self, db: Postgres, table: str, key: Sequence[str] | None) -> None:
         self.conn = db._open(autocommit=True)
@@ -421,41 +412,13 @@ class _PostgresSource(_Source):
     def kinds(self) -> dict[str, str]:
         return {c: kind_of_pg_type(t) for c, t in self._types.items()}
 
-    def boundaries(self, every: int, where: str | None) -> list[tuple[Any, ...]]:
-        return self._boundaries(
-            every, where, "%s", lambda q, p: self.conn.execute(q.encode(), p).fetchone()
-        )
+    def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(query.encode(), list(params)).fetchall()
 
-    def read(
-        self,
-        cols: Sequence[str],
-        lo: tuple[Any, ...] | None,
-        hi: tuple[Any, ...] | None,
-        where: str | None,
-    ) -> list[tuple[Any, ...]]:
-        query, params = self._range_sql(cols, lo, hi, where, "%s")
-        return self.conn.execute(query.encode(), params).fetchall()
-
-    def rows_where_in(
-        self, cols: Sequence[str], match: Sequence[str], values: Sequence[tuple[Any, ...]]
-    ) -> list[tuple[Any, ...]]:
-        out: list[tuple[Any, ...]] = []
-        m = ", ".join(self.q(c) for c in match)
-        sel = ", ".join([*(self.select_expr(c) for c in cols), *(self.q(c) for c in self.key)])
-        k = ", ".join(self.q(c) for c in self.key)
-        for i in range(0, len(values), 5000):
-            chunk = values[i : i + 5000]
-            ph = ", ".join("(" + ", ".join(["%s"] * len(match)) + ")" for _ in chunk)
-            out += self.conn.execute(
-                f"SELECT {sel} FROM {self.rel} WHERE ({m}) IN (VALUES {ph}) ORDER BY {k}".encode(),
-                [v for t in chunk for v in t],
-            ).fetchall()
-        return out
-
-    def duplicates(
-        self, natural: Sequence[str], order_by: Sequence[str], where: str | None
-    ) -> list[tuple[Any, ...]]:
-        return self.conn.execute(self._dups_sql(natural, order_by, where).encode()).fetchall()
+    def _filter(self, where: str) -> str:
+        # psycopg reads '%' as a placeholder in a query with parameters (always a list
+        # here, even empty): a LIKE pattern's '%' must reach PostgreSQL as itself
+        return pg_literal_percent(where)
 
     def close(self) -> None:
         self.conn.close()

@@ -68,6 +68,12 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def pg_literal_percent(sql: str) -> str:
+    """SQL text (a mapping's ``where``) for a psycopg query run with parameters, where
+    ``%`` starts a placeholder: each ``%`` doubled, so PostgreSQL gets it as written."""
+    return sql.replace("%", "%%")
+
+
 def qualified(schema: str, name: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(name)}"
 
