@@ -370,7 +370,7 @@ def test_sql_lines_copy_equals_python_copy(pg_cluster: Any, tmp_path: Path) -> N
         dsn = pg_cluster.create_database(f"mixed_{mode}")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(TARGET)
-        with CopyJob(src, Postgres("pg", dsn), MIXED, sql_lines=mode == "sql") as job:
+        with CopyJob(src, Postgres("pg", dsn), MIXED, sql_lines=mode == "sql", arrow=False) as job:
             assert (job._sql_select is not None) is (mode == "sql")
         results[mode] = copy_table(
             src,
@@ -381,6 +381,7 @@ def test_sql_lines_copy_equals_python_copy(pg_cluster: Any, tmp_path: Path) -> N
             batch_size=64,
             sql_lines=mode == "sql",
             direct=mode == "sql",
+            arrow=False,  # this file proves the SQL reader; test_pgcopy_arrow the other
         )
         tables[mode] = table_text(dsn)
     py, sq = results["python"], results["sql"]
@@ -454,7 +455,7 @@ def test_joined_batches_equal_row_by_row(pg_cluster: Any, tmp_path: Path) -> Non
     dsn = pg_cluster.create_database("joined_batches")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(TARGET)
-    with CopyJob(src, Postgres("pg", dsn), MIXED, batch_size=64) as job:
+    with CopyJob(src, Postgres("pg", dsn), MIXED, batch_size=64, arrow=False) as job:
         ranges = job.plan_batches()
         assert len(job.losers()) == 150
         excluded = joined = 0
@@ -488,7 +489,9 @@ def test_joined_batches_with_a_composite_source_key(pg_cluster: Any, tmp_path: P
     dsn = pg_cluster.create_database("joined_pairs")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE dst (k text PRIMARY KEY, n bigint)")
-    with CopyJob(SQLite("src", path), Postgres("pg", dsn), mapping, batch_size=32) as job:
+    with CopyJob(
+        SQLite("src", path), Postgres("pg", dsn), mapping, batch_size=32, arrow=False
+    ) as job:
         assert job.src.key == ["a", "b"]
         for rng in job.plan_batches():
             prep = job.prepare(rng)
@@ -512,7 +515,7 @@ def test_a_refused_joined_batch_is_read_again_and_merged(pg_cluster: Any, tmp_pa
     dsn = pg_cluster.create_database("joined_refused")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(TARGET)
-    with CopyJob(src, Postgres("pg", dsn), MIXED, batch_size=64) as job:
+    with CopyJob(src, Postgres("pg", dsn), MIXED, batch_size=64, arrow=False) as job:
         rng = job.plan_batches()[0]
         prep = job.prepare(rng)
         assert prep.raw is not None
@@ -538,11 +541,11 @@ def test_joined_batches_merge_into_a_full_table(pg_cluster: Any, tmp_path: Path)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(TARGET)
         pg = Postgres("pg", dsn)
-        first = copy_table(src, pg, MIXED, run_id="r", step="s", batch_size=64)
+        first = copy_table(src, pg, MIXED, run_id="r", step="s", batch_size=64, arrow=False)
         with closing(sqlite3.connect(src.path)) as conn:
             conn.execute("UPDATE src SET title = title || '!' WHERE n % 10 = 1")
             conn.commit()
-        with CopyJob(src, pg, MIXED, batch_size=64, direct=False) as job:
+        with CopyJob(src, pg, MIXED, batch_size=64, direct=False, arrow=False) as job:
             job.losers()
             for rng in job.plan_batches():
                 prep = job.prepare(rng) if mode == "joined" else job._prepare_sql(rng)
@@ -580,7 +583,9 @@ def test_a_joined_merge_refused_is_read_again(pg_cluster: Any, tmp_path: Path) -
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE dst (k text PRIMARY KEY, n bigint, title text)")
         conn.execute("INSERT INTO dst VALUES ('0', -1, 'old')")  # direct COPY gives way
-    with CopyJob(SQLite("src", path), Postgres("pg", dsn), mapping, batch_size=100) as job:
+    with CopyJob(
+        SQLite("src", path), Postgres("pg", dsn), mapping, batch_size=100, arrow=False
+    ) as job:
         job.losers()
         (rng,) = job.plan_batches()
         prep = job.prepare(rng)

@@ -46,6 +46,9 @@ import psycopg
 
 from .errors import BadInput, StepFailed
 from .model import Reject
+from .pgcopy_arrow import ArrowPlan, arrow_plan, fetch_arrow, read_arrow
+from .pgcopy_arrow import available as arrow_available
+from .pgcopy_arrow import connect as arrow_connect
 from .pgcopy_sql import (
     Capabilities,
     LineBatch,
@@ -334,17 +337,15 @@ class _SQLiteSource(_Source):
     def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self.conn.execute(query, params).fetchall()
 
-    def lines_query(
+    def range_from(
         self,
-        line: str,
         lo: tuple[Any, ...] | None,
         hi: tuple[Any, ...] | None,
         where: str | None,
         excluded: Sequence[tuple[Any, ...]],
     ) -> tuple[str, list[Any]]:
-        """The :func:`~handrail.pgcopy_sql.lines_sql` query of a key range, leaving out
-        the rows whose source keys are ``excluded`` (integers and texts, passed as one
-        JSON parameter)."""
+        """``FROM ... WHERE ...`` of a key range, leaving out the rows whose source keys
+        are ``excluded`` (integers and texts, passed as one JSON parameter)."""
         cond, params = self._range_cond(lo, hi, where, "?")
         if excluded:
             k = ", ".join(self.q(c) for c in self.key)
@@ -357,8 +358,20 @@ class _SQLiteSource(_Source):
                 payload = json.dumps([list(t) for t in excluded])
             cond += f"{' AND' if cond else ' WHERE'} ({k}) NOT IN ({sub})"
             params.append(payload)
-        keys = [self.q(c) for c in self.key]
-        return lines_sql(line, keys, f"FROM {self.rel}{cond}"), params
+        return f"FROM {self.rel}{cond}", params
+
+    def lines_query(
+        self,
+        line: str,
+        lo: tuple[Any, ...] | None,
+        hi: tuple[Any, ...] | None,
+        where: str | None,
+        excluded: Sequence[tuple[Any, ...]],
+    ) -> tuple[str, list[Any]]:
+        """The :func:`~handrail.pgcopy_sql.lines_sql` query of a key range (see
+        :meth:`range_from`)."""
+        rest, params = self.range_from(lo, hi, where, excluded)
+        return lines_sql(line, [self.q(c) for c in self.key], rest), params
 
     def close(self) -> None:
         with self._lock:
@@ -594,6 +607,9 @@ class Prepared:
     raw: bytes | None = None
     rows: int = 0
     rng: KeyRange | None = None
+    # raw is a binary COPY stream (pgcopy_arrow), for a COPY straight into the target;
+    # lines then hold the rows Python converted, as CSV, for a second COPY
+    binary: bool = False
 
     @property
     def count(self) -> int:
@@ -677,6 +693,7 @@ class CopyJob:
         batch_size: int = 10_000,
         sql_lines: bool = True,
         direct: bool = True,
+        arrow: bool = True,
     ) -> None:
         self.spec = spec if isinstance(spec, CopySpec) else CopySpec(spec)
         self.mapping = self.spec.mapping
@@ -714,6 +731,9 @@ class CopyJob:
             self._key_source_index.append(b.source_index if b.source_index is not None else -1)
             self._key_types.append({"text": str, "integer": int}.get(b.convert.name))
         self._sql_select: list[str] | None = None
+        # lines read whole by Arrow (pgcopy_arrow) where it can, else built by SQLite
+        self._arrow: ArrowPlan | None = None
+        self._adbc: Any = None
         if isinstance(self.src, _SQLiteSource) and sql_lines:
             caps = Capabilities.probe(self.src.conn, self.conn)
             self.conn.rollback()
@@ -721,6 +741,10 @@ class CopyJob:
             if expr is not None:
                 natural = [quote_ident(self.mapper.select[i]) for i in self._key_source_index]
                 self._sql_select = [expr, *natural]
+            if arrow and arrow_available():
+                self._arrow = arrow_plan(
+                    self.mapper, self.target.types, self.src.key, caps, max_rows=2 * batch_size
+                )
         # COPY straight into the target while no batch has met an existing key
         self.direct = direct
 
@@ -730,7 +754,19 @@ class CopyJob:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def reader(self) -> str:
+        """How a SQLite batch is read whole: ``"arrow"``, ``"sql"`` (lines built by
+        SQLite), or ``"rows"`` (row by row)."""
+        if self._sql_select is None:
+            return "rows"
+        return "arrow" if self._arrow is not None else "sql"
+
     def close(self) -> None:
+        if getattr(self, "_adbc", None) is not None:
+            with suppress(Exception):
+                self._adbc.close()
+            self._adbc = None
         with suppress(Exception):
             self.src.close()
         conn = getattr(self, "conn", None)
@@ -821,15 +857,32 @@ class CopyJob:
         if self._sql_select is not None:
             if isinstance(self.src, _SQLiteSource):
                 self.losers()
-                fast = self.lines_query(rng)
-                if fast is not None:
-                    (_, query, params), excluded = fast
-                    got = fetch_lines(self.src.conn, query, params)
-                    if got is not None:
-                        return self.from_lines(got, rng, excluded)
+                got = self._read_whole(rng)
+                if got is not None:
+                    return got
             return self._prepare_sql(rng)
         raw = self.src.read(self.mapper.select, rng.lo, rng.hi, self.mapping.where)
         return self.convert_rows(raw)
+
+    def _read_whole(self, rng: KeyRange, binary: bool | None = None) -> Prepared | None:
+        """A range read whole in this process (see :meth:`lines_query`), or None."""
+        fast = self.lines_query(rng, binary)
+        if fast is None:
+            return None
+        (_, args), excluded = fast
+        if self._arrow is not None:
+            if self._adbc is None:
+                self._adbc = arrow_connect(self.src._uri)  # type: ignore[attr-defined]
+            got = fetch_arrow(self._adbc, *args[1:])
+        else:
+            got = fetch_lines(self.src.conn, *args[1:])  # type: ignore[attr-defined]
+        return self.from_lines(got, rng, excluded) if got is not None else None
+
+    def as_csv(self, prep: Prepared) -> Prepared:
+        """A binary batch read again as CSV, for the staging merge (which stages text)."""
+        assert prep.rng is not None
+        self.losers()
+        return self._read_whole(prep.rng, binary=False) or self._prepare_sql(prep.rng)
 
     def sql_query(self, rng: KeyRange) -> tuple[str, str, list[Any], int, int] | None:
         """The arguments of :func:`handrail.pgcopy_sql.read_rows` reading a range's lines
@@ -841,11 +894,16 @@ class CopyJob:
         )
         return self.src._uri, query, params, len(self.mapping.key), len(self.src.key)
 
-    def lines_query(self, rng: KeyRange) -> tuple[tuple[str, str, list[Any]], int] | None:
-        """The arguments of :func:`handrail.pgcopy_sql.read_lines` reading a range as one
-        joined text, and how many duplicate-key losers it leaves out; None unless SQLite
-        can build the batch whole: lines from SQL, the losers known (without waiting) and
-        their source keys integers or texts."""
+    def lines_query(
+        self, rng: KeyRange, binary: bool | None = None
+    ) -> tuple[tuple[Callable[..., LineBatch | None], tuple[Any, ...]], int] | None:
+        """The reader function (:func:`handrail.pgcopy_arrow.read_arrow`, else
+        :func:`handrail.pgcopy_sql.read_lines`; module-level, so a reader process can run
+        it) and its arguments reading a range as one joined text, and how many
+        duplicate-key losers it leaves out; None unless the batch can be read whole:
+        lines from SQL, the losers known (without waiting) and their source keys integers
+        or texts. Arrow writes binary COPY while the job copies straight into the target
+        (or as ``binary`` says), else CSV."""
         if self._sql_select is None or not isinstance(self.src, _SQLiteSource):
             return None
         fut = self._losers_future
@@ -855,16 +913,22 @@ class CopyJob:
         excluded = self._losers_in(rng)
         if excluded is None or any(type(v) not in (int, str) for t in excluded for v in t):
             return None
+        if self._arrow is not None:
+            rest, params = self.src.range_from(rng.lo, rng.hi, self.mapping.where, excluded)
+            # binary COPY while batches go straight into the target; a merge stages CSV
+            plan = self._arrow.as_binary(self.direct if binary is None else binary)
+            return (read_arrow, (self.src._uri, plan, rest, params)), len(excluded)
         query, params = self.src.lines_query(
             self._sql_select[0], rng.lo, rng.hi, self.mapping.where, excluded
         )
-        return (self.src._uri, query, params), len(excluded)
+        return (read_lines, (self.src._uri, query, params)), len(excluded)
 
     def from_lines(self, got: LineBatch, rng: KeyRange, excluded: int) -> Prepared:
         """A batch from what :meth:`lines_query` read: the rows SQLite left (no line) are
         read again by source key and converted in Python. A natural key two rows share
         after conversion fails the COPY or the merge: the range is then read row by row."""
         lines: list[bytes] = [got.data]
+        python: list[str] = []  # lines Python converted (a second COPY, if binary)
         rejects: list[Reject] = []
         if got.slow:
             nk = len(self.src.key)
@@ -879,11 +943,20 @@ class CopyJob:
                 one = self._convert_one(r)
                 if isinstance(one, Reject):
                     rejects.append(one)
+                elif got.binary:
+                    python.append(one[1])
                 else:
                     lines.append(one[1].encode())
         rows = got.rows - len(rejects)
         return Prepared(
-            [], [], rejects, got.rows + excluded, raw=b"".join(lines), rows=rows, rng=rng
+            python,
+            [],
+            rejects,
+            got.rows + excluded,
+            raw=b"".join(lines),
+            rows=rows,
+            rng=rng,
+            binary=got.binary,
         )
 
     def _prepare_sql(self, rng: KeyRange) -> Prepared:
@@ -1024,7 +1097,11 @@ class CopyJob:
         conn = self.conn
         try:
             with conn.transaction():
+                if prep.binary and prep.count and not self.direct:
+                    prep = self.as_csv(prep)  # read ahead before the job turned to merging
                 direct = prep.count > 0 and self._copy_direct(prep)
+                if not direct and prep.binary and prep.count:
+                    prep = self.as_csv(prep)
                 merged = None
                 if not direct and prep.raw is not None and prep.count:
                     merged = self._merge_joined(prep.raw)
@@ -1079,11 +1156,21 @@ class CopyJob:
         cols = ", ".join(quote_ident(t) for t in self.mapper.targets)
         sql = f"COPY {self.target.rel} ({cols}) FROM STDIN (FORMAT csv)".encode()
         try:
-            with self.conn.transaction(), self.conn.cursor().copy(sql) as cp:
-                if prep.raw is not None:
-                    cp.write(prep.raw)
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                if prep.binary:
+                    assert prep.raw is not None
+                    binary = f"COPY {self.target.rel} ({cols}) FROM STDIN (FORMAT binary)"
+                    with cur.copy(binary.encode()) as cp:
+                        cp.write(prep.raw)
+                    if prep.lines:  # the rows Python converted
+                        with cur.copy(sql) as cp:
+                            cp.write("".join(prep.lines))
                 else:
-                    cp.write(prep.data if prep.data is not None else "".join(prep.lines))
+                    with cur.copy(sql) as cp:
+                        if prep.raw is not None:
+                            cp.write(prep.raw)
+                        else:
+                            cp.write(prep.data if prep.data is not None else "".join(prep.lines))
         except (psycopg.errors.UniqueViolation, psycopg.errors.FeatureNotSupported):
             # a key exists, or COPY cannot write this table (row-level security)
             self.direct = False
@@ -1189,6 +1276,7 @@ def copy_table(
     readers: int = 2,
     sql_lines: bool = True,
     direct: bool = True,
+    arrow: bool = True,
 ) -> CopyResult:
     """Copy (upsert) a whole table, batch by batch, exactly once per ``(run_id, step)``.
 
@@ -1210,7 +1298,15 @@ def copy_table(
             if _sqlite_rows(source, mapping.source) >= 4 * batch_size:
                 forked = stack.enter_context(reader_processes(readers))
         job = stack.enter_context(
-            CopyJob(source, target, spec, batch_size=batch_size, sql_lines=sql_lines, direct=direct)
+            CopyJob(
+                source,
+                target,
+                spec,
+                batch_size=batch_size,
+                sql_lines=sql_lines,
+                direct=direct,
+                arrow=arrow,
+            )
         )
         ranges = job.plan_batches(run_id, step)
         done = job.committed(run_id, step)
@@ -1292,7 +1388,8 @@ def _pipelined(
         fast = job.lines_query(r) if processes is not None else None
         if processes is not None and fast is not None:
             pool = processes
-            joined = pool.submit(read_lines, *fast[0])
+            fn, args = fast[0]
+            joined = pool.submit(fn, *args)
 
             def finish() -> Prepared:
                 got = joined.result()

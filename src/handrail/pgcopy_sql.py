@@ -236,6 +236,7 @@ class LineBatch:
     data: bytes
     rows: int
     slow: list[tuple[Any, ...]]
+    binary: bool = False  # data is a PostgreSQL binary COPY stream, not CSV lines
 
 
 def lines_sql(line: str, keys: list[str], rest: str) -> str:
