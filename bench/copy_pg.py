@@ -4,11 +4,14 @@ Contenders, one run on the same data against one throwaway cluster (TempCluster)
 
 - handrail: ``copy_table`` with conversions (TEXT timestamps -> timestamptz, JSON text ->
   jsonb, 0/1 -> boolean), duplicate natural keys resolved, each batch upserted and
-  journalled in the ledger in the same transaction. Into the empty table a batch is
-  COPYed straight into the target (while no key exists, the upsert is an insert; the
-  first unique violation switches to ``COPY`` into staging plus ``INSERT ... ON CONFLICT
-  (video_id) DO UPDATE ... WHERE IS DISTINCT FROM``). It then re-syncs the full table
-  after 1% of the source rows changed, which takes the ON CONFLICT path throughout;
+  journalled in the ledger in the same transaction. Each batch is read by ADBC into Arrow,
+  checked and converted by Arrow's kernels, and, into the empty table, COPYed straight into
+  the target in binary (while no key exists, the upsert is an insert; the first unique
+  violation switches to ``COPY`` into staging plus ``INSERT ... ON CONFLICT (video_id) DO
+  UPDATE ... WHERE IS DISTINCT FROM``). It then re-syncs the full table after 1% of the
+  source rows changed, which takes the ON CONFLICT path throughout;
+- handrail with the SQL reader (``arrow=False``: SQLite builds CSV lines in SQL), the
+  copy without pyarrow, to show what the Arrow reader buys;
 - pgloader (Debian package ``pgloader``): its own load of the table (it creates the table
   with its type mapping; no upsert, no conversions of epoch text, no journal);
 - a plain psycopg ``executemany`` of the converted rows with the same upsert, on a subset,
@@ -98,6 +101,20 @@ def fresh(pg: TempCluster, name: str, schema: str | None = PG_SCHEMA) -> str:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(schema.encode())
     return dsn
+
+
+def run_handrail_sql(pg: TempCluster, src: Path, n: int) -> float:
+    """The first load by the SQL reader (no Arrow): seconds."""
+    dsn = fresh(pg, "b_handrail_sql")
+    t = time.perf_counter()
+    res = timed(
+        "handrail, SQL reader",
+        lambda: copy_table(
+            SQLite("src", src), Postgres("pg", dsn), MAPPING, run_id="b", step="copy", arrow=False
+        ),
+    )
+    assert res.read == n, res.read
+    return time.perf_counter() - t
 
 
 def run_handrail(pg: TempCluster, src: Path, n: int) -> tuple[float, float]:
@@ -228,6 +245,7 @@ def main() -> None:
             first, again = run_handrail(pg, src, n)
             times.setdefault("handrail", []).append(first)
             resync.append(again)
+            times.setdefault("handrail, SQL reader", []).append(run_handrail_sql(pg, src, n))
             pl = run_pgloader(pg, src, n)
             if pl is not None:
                 times.setdefault("pgloader", []).append(pl)
