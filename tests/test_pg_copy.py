@@ -20,7 +20,7 @@ import pytest
 
 from handrail.model import Reject
 from handrail.parity import parity
-from handrail.pgcopy import CopySpec, copy_table
+from handrail.pgcopy import CopyJob, CopySpec, copy_table
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
 from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
@@ -201,17 +201,24 @@ def slow(batch, rows, rejects):
     print(batch, flush=True)
     time.sleep(0.05)
 copy_table(SQLite("src", {src!r}), Postgres("pg", {dsn!r}), MAPPING, run_id="killed",
-           step="copy", batch_size=200, on_batch=slow)
+           step="copy", batch_size=200, on_batch=slow, arrow={arrow!r})
 """
 
 
+@pytest.mark.parametrize("reader", ["arrow", "sql"])
 def test_copy_killed_mid_way_resumes_without_applying_a_batch_twice(
-    pg_dsn: str, tmp_path: Path
+    pg_dsn: str, tmp_path: Path, reader: str
 ) -> None:
+    """Killed while batches go straight into the target (binary COPY with the Arrow
+    reader, CSV with the SQL reader), then resumed by the other reader."""
     n = 12_000
     src = make_source(tmp_path / "s.db", generated(n))
     pg = target(pg_dsn)
-    script = KILLED_COPY.format(tests=str(Path(__file__).parent), src=str(src.path), dsn=pg_dsn)
+    with CopyJob(src, pg, MAPPING, arrow=reader == "arrow") as job:
+        assert job.reader == reader
+    script = KILLED_COPY.format(
+        tests=str(Path(__file__).parent), src=str(src.path), dsn=pg_dsn, arrow=reader == "arrow"
+    )
     err = tmp_path / "stderr.txt"
     with (
         err.open("w") as errf,
@@ -240,7 +247,9 @@ def test_copy_killed_mid_way_resumes_without_applying_a_batch_twice(
     before = pg.ledger_batches("killed", "copy")
     total = n // 200 + 1
     assert 8 <= len(before) < total
-    res = copy_table(src, pg, MAPPING, run_id="killed", step="copy", batch_size=200)
+    res = copy_table(
+        src, pg, MAPPING, run_id="killed", step="copy", batch_size=200, arrow=reader != "arrow"
+    )
     assert res.skipped_batches == len(before)
     assert res.batches == total
     ledger = fetch(
