@@ -195,6 +195,31 @@ def check_same(
 
 
 # -- the driver's contract ----------------------------------------------------------------
+def test_conversions_into_other_types_are_left_to_the_sql_reader() -> None:
+    """A boolean into a text column would store 'true' where Python stores 't'; a float
+    into numeric, a time into a timestamp without zone are not the reader's either: the
+    copy then uses the SQL reader. An integer into a text column stays (digits either
+    way), as CSV: binary COPY needs the value's own type."""
+    mapping = TableMap("t", "x", key=["n"], columns=[Column("n"), Column("v")])
+
+    def plan(conv: Convert, pg_type: str) -> ArrowPlan | None:
+        m = TableMap("t", "x", key=["n"], columns=[Column("n"), Column("v", convert=conv)])
+        mapper = m.bind({"n": "int", "v": conv.kind}, ["n", "v"])
+        return arrow_plan(mapper, {"n": "bigint", "v": pg_type}, ["n"], CAPS, max_rows=10)
+
+    assert mapping.key == ["n"]
+    assert plan(boolean(), "text") is None
+    assert plan(real(), "numeric") is None
+    assert plan(timestamptz(), "timestamp without time zone") is None
+    assert plan(jsonb(), "json") is None
+    as_text = plan(integer(), "text")
+    assert as_text is not None
+    assert not as_text.can_binary
+    assert not as_text.as_binary(True).binary
+    assert plan(integer(), "integer") is not None
+    assert plan(text(), "character varying(20)").can_binary  # type: ignore[union-attr]
+
+
 def test_adbc_infers_types_as_the_reader_assumes(tmp_path: Path) -> None:
     """The unguarded read trusts ADBC's inference: INTEGER only is int64, INTEGER and REAL
     are double (integers as exact doubles), any TEXT makes a string column (INTEGER as its
@@ -294,6 +319,16 @@ def test_floats(pg: psycopg.Connection) -> None:
         assert taken[repr(-(2**53))] is not None
         for python_only in (repr(2**53 + 1), repr(math.inf), repr("1.5")):
             assert taken[python_only] is None, python_only
+
+
+def test_integers_among_floats(pg: psycopg.Connection) -> None:
+    """INTEGERs in a column with REALs arrive as doubles in the unguarded read, beyond
+    2^53 too, rounded as Python's float() rounds them."""
+    values = [1, 2.5, 2**53 + 1, 2**62 + 1, -(2**63), 3]
+    got = check_same(pg, values, real(), "double precision")
+    assert all(f is not None for f in got[(True, False)])
+    assert all(f is not None for f in got[(False, False)])
+    assert got[(True, True)][2:5] == [None, None, None]  # guarded: beyond 2^53, Python's
 
 
 @SETTINGS

@@ -1,9 +1,13 @@
 """Copy a table from SQLite or PostgreSQL into PostgreSQL: batched, upserting, exactly once.
 
 The source is read in key order by key range (keyset pagination, never OFFSET). Each
-range is one batch: its rows are converted in Python by a :class:`~handrail.sqlmap.TableMap`
-(bad values become rejects, so they never reach the database), sent with ``COPY`` into a
-temporary staging table of text columns, and merged with::
+range is one batch: its rows are converted by a :class:`~handrail.sqlmap.TableMap` (bad
+values become rejects, so they never reach the database). A SQLite source is read whole
+by Arrow (:mod:`handrail.pgcopy_arrow`) or by SQL (:mod:`handrail.pgcopy_sql`), which
+convert the values they can prove equal to the Python conversion and leave the other
+rows to it. While no key of a batch exists in the target, the batch is COPYed straight
+into it (binary COPY from Arrow); otherwise it is sent with ``COPY`` into a temporary
+staging table of text columns, and merged with::
 
     INSERT INTO target (...) SELECT s.c::type, ... FROM stage s
     ON CONFLICT (natural key) DO UPDATE SET ... WHERE (t.cols) IS DISTINCT FROM (excluded.cols)
@@ -1376,9 +1380,9 @@ def _pipelined(
 ) -> Iterator[BatchResult]:
     """Prepare batches ahead while this thread writes them, in order.
 
-    With reader ``processes`` (SQL lines from SQLite), they run the line queries and
-    SQLite's evaluation uses other cores; in threads it would not, as Python's sqlite3
-    takes the GIL back for every row. Otherwise one thread reads ahead.
+    With reader ``processes`` (a SQLite source read whole), they run the reads (Arrow's,
+    or SQLite's line queries) on other cores; in threads SQLite's would not, as Python's
+    sqlite3 takes the GIL back for every row. Otherwise one thread reads ahead.
     """
     pending: deque[tuple[KeyRange, Future[Any]]] = deque()
     left = iter(todo)

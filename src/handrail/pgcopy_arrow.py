@@ -121,7 +121,8 @@ class ArrowColumn:
 
 @dataclass(frozen=True)
 class ArrowPlan:
-    """How to read a mapping's rows as Arrow columns and turn them into CSV lines.
+    """How to read a mapping's rows as Arrow columns and write them as CSV lines or as a
+    binary COPY stream.
 
     Picklable: reader processes receive it with each query.
     """
@@ -158,8 +159,8 @@ def _conversion(fn: object, target_type: str, caps: Capabilities) -> str | None:
         return "text"
     if fn is _to_int:
         return "int"
-    if fn is _to_bool:
-        return "bool"
+    if fn is _to_bool and target_type == "boolean":
+        return "bool"  # Arrow writes true/false, Python t/f: equal only as booleans
     if fn is _to_float and target_type == "double precision":
         return "float"
     if fn is _to_timestamp and target_type == "timestamp with time zone":
@@ -241,10 +242,10 @@ def _by_class(conv: str, arrays: list[Any], guarded: bool) -> Arrays:
         if arr.null_count == len(arr):
             return {}
         cls = _CLASS_OF.get(str(arr.type))
-        if cls is None or (cls not in classes and not (cls == "real" and conv == "float")):
+        if cls is None or cls not in classes:
             raise _Unexpected(f"{arr.type} in a {conv} column")
-        if cls == "text" and conv not in ("text", "timestamptz", "json"):
-            raise _Unexpected(f"{arr.type} in a {conv} column")
+        # a double column of a float conversion may hold INTEGERs too: ADBC converted
+        # them as C does, correctly rounded, which is what Python's float(int) gives
         got = [(cls, arr)]
     out: Arrays = {}
     for cls, arr in got:
@@ -486,7 +487,8 @@ def build_lines(table: Any, plan: ArrowPlan, *, guarded: bool) -> LineBatch | No
         out, bad = _CONVERT[c.conv](_by_class(c.conv, values, guarded), n, extra, plan.binary)
         if plan.binary and c.encoding in _INT_RANGE:
             lo, hi = _INT_RANGE[c.encoding]  # PostgreSQL refuses it; binary would wrap it
-            bad = pc.or_kleene(pc.less(out, lo), pc.greater(out, hi))
+            wide = pc.or_kleene(pc.less(out, lo), pc.greater(out, hi))
+            bad = _any_bad([b for b in (bad, wide) if b is not None])
         outs.append(out)
         if bad is not None:
             bads.append(bad)
