@@ -9,7 +9,6 @@ Arrow type ADBC infers proves the storage classes) and guarded (one projection p
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 import struct
@@ -52,6 +51,7 @@ from handrail.sqlmap import (
 
 from .test_pgcopy_sql import (
     FLOATS,
+    JSON_DOCUMENTS,
     JSONS,
     MIXED,
     TARGET,
@@ -351,21 +351,7 @@ def test_json(pg: psycopg.Connection) -> None:
 
 
 @SETTINGS
-@given(
-    st.lists(
-        st.recursive(
-            st.none()
-            | st.booleans()
-            | st.integers()
-            | st.floats(allow_nan=False, allow_infinity=False)
-            | st.text(),
-            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-            max_leaves=8,
-        ).map(json.dumps),
-        min_size=1,
-        max_size=10,
-    )
-)
+@given(JSON_DOCUMENTS)
 def test_random_json(pg: psycopg.Connection, values: list[str]) -> None:
     check_same(pg, values, jsonb(), "jsonb")
 
@@ -400,38 +386,7 @@ def test_random_texts(pg: psycopg.Connection, values: list[str]) -> None:
 
 
 # -- whole copies ---------------------------------------------------------------------------
-@pytest.mark.parametrize("reader", ["arrow", "sql"])
-def test_copy_equals_python_copy(pg_cluster: Any, tmp_path: Path, reader: str) -> None:
-    """The same table, rejects, duplicates and counts as the Python copy, by either reader
-    (the Arrow reader writes binary COPY while batches go straight into the target)."""
-    src = make_source(tmp_path / "src.db", mixed_rows(500))
-    dsn = pg_cluster.create_database(f"arrow_vs_python_{reader}")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(TARGET)
-    with CopyJob(src, Postgres("pg", dsn), MIXED, arrow=reader == "arrow") as job:
-        assert job.reader == reader
-    ours = copy_table(
-        src,
-        Postgres("pg", dsn),
-        MIXED,
-        run_id="r",
-        step="s",
-        batch_size=64,
-        arrow=reader == "arrow",
-    )
-    py_dsn = pg_cluster.create_database(f"python_{reader}")
-    with psycopg.connect(py_dsn, autocommit=True) as conn:
-        conn.execute(TARGET)
-    py = copy_table(
-        src, Postgres("pg", py_dsn), MIXED, run_id="r", step="s", batch_size=64, sql_lines=False
-    )
-    assert table_text(dsn) == table_text(py_dsn)
-    assert len(table_text(dsn)) > 200
-    assert sorted(r.key for r in ours.rejects) == sorted(r.key for r in py.rejects)
-    assert [d.key for d in ours.duplicates] == [d.key for d in py.duplicates]
-    assert (ours.inserted, ours.read) == (py.inserted, py.read)
-
-
+# (the whole copy against the Python copy: test_pgcopy_sql.test_fast_copy_equals_python_copy)
 def test_binary_batches_turn_to_csv_when_keys_exist(pg_cluster: Any, tmp_path: Path) -> None:
     """(A target without the title CHECK, so that the key is what a COPY meets first.)
     A key of a later batch already exists: its binary COPY fails, the job turns to the

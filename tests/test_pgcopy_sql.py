@@ -261,22 +261,24 @@ def test_json(pg: psycopg.Connection) -> None:
         assert taken[repr(python_only)] is None, python_only
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(
-        st.recursive(
-            st.none()
-            | st.booleans()
-            | st.integers()
-            | st.floats(allow_nan=False, allow_infinity=False)
-            | st.text(),
-            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-            max_leaves=8,
-        ).map(json.dumps),
-        min_size=1,
-        max_size=10,
-    )
+#: lists of JSON documents of every shape, as json.dumps writes them
+JSON_DOCUMENTS = st.lists(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+        max_leaves=8,
+    ).map(json.dumps),
+    min_size=1,
+    max_size=10,
 )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON_DOCUMENTS)
 def test_random_json(pg: psycopg.Connection, values: list[str]) -> None:
     check_same(pg, values, _to_json, "jsonb")
 
@@ -362,16 +364,20 @@ def table_text(dsn: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def test_sql_lines_copy_equals_python_copy(pg_cluster: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["sql", "arrow"])
+def test_fast_copy_equals_python_copy(pg_cluster: Any, tmp_path: Path, reader: str) -> None:
+    """A copy read whole (by SQL lines, or by Arrow with binary COPY straight into the
+    target) gives the Python copy's table, rejects, duplicates and counts."""
     src = make_source(tmp_path / "src.db", mixed_rows(500))
     results = {}
     tables = {}
-    for mode in ("python", "sql"):
-        dsn = pg_cluster.create_database(f"mixed_{mode}")
+    for mode in ("python", reader):
+        dsn = pg_cluster.create_database(f"mixed_{reader}_{mode}")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(TARGET)
-        with CopyJob(src, Postgres("pg", dsn), MIXED, sql_lines=mode == "sql", arrow=False) as job:
-            assert (job._sql_select is not None) is (mode == "sql")
+        fast = mode != "python"
+        with CopyJob(src, Postgres("pg", dsn), MIXED, sql_lines=fast, arrow=mode == "arrow") as job:
+            assert job.reader == (mode if fast else "rows")
         results[mode] = copy_table(
             src,
             Postgres("pg", dsn),
@@ -379,19 +385,19 @@ def test_sql_lines_copy_equals_python_copy(pg_cluster: Any, tmp_path: Path) -> N
             run_id="r",
             step="s",
             batch_size=64,
-            sql_lines=mode == "sql",
-            direct=mode == "sql",
-            arrow=False,  # this file proves the SQL reader; test_pgcopy_arrow the other
+            sql_lines=fast,
+            direct=fast,
+            arrow=mode == "arrow",
         )
         tables[mode] = table_text(dsn)
-    py, sq = results["python"], results["sql"]
-    assert tables["sql"] == tables["python"]
-    assert len(tables["sql"]) > 200
+    py, ours = results["python"], results[reader]
+    assert tables[reader] == tables["python"]
+    assert len(tables[reader]) > 200
     # the same rows are refused (a reason may come from PostgreSQL instead of Python)
-    assert sorted(r.key for r in sq.rejects) == sorted(r.key for r in py.rejects)
+    assert sorted(r.key for r in ours.rejects) == sorted(r.key for r in py.rejects)
     assert len(py.rejects) > 10
-    assert [d.key for d in sq.duplicates] == [d.key for d in py.duplicates]
-    assert (sq.inserted, sq.read) == (py.inserted, py.read)
+    assert [d.key for d in ours.duplicates] == [d.key for d in py.duplicates]
+    assert (ours.inserted, ours.read) == (py.inserted, py.read)
 
 
 def test_direct_copy_falls_back_to_the_merge_when_keys_exist(
