@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import struct
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -474,3 +476,39 @@ def test_a_mixed_column_is_read_guarded(pg_cluster: Any, tmp_path: Path) -> None
     res = copy_table(SQLite("src", path), Postgres("pg", dsn), mapping, run_id="r", step="s")
     assert [r.key for r in res.rejects] == ["k050"]  # 2.5 is not a whole number
     assert res.inserted == 99
+
+
+WITHOUT_PYARROW = """
+import sys
+sys.modules["pyarrow"] = None  # as if pyarrow were not installed: importing it fails
+from handrail.pgcopy import CopyJob, copy_table
+from handrail.pgcopy_arrow import available
+from handrail.resources.postgres import Postgres
+from handrail.resources.sqlite import SQLite
+sys.path.insert(0, {tests!r})
+from test_pgcopy_sql import MIXED
+src, pg = SQLite("src", {src!r}), Postgres("pg", {dsn!r})
+with CopyJob(src, pg, MIXED) as job:
+    reader = job.reader
+res = copy_table(src, pg, MIXED, run_id="r", step="s", batch_size=64)
+print(available(), reader, res.inserted, len(res.rejects))
+"""
+
+
+def test_without_pyarrow_the_copy_uses_the_sql_reader(pg_cluster: Any, tmp_path: Path) -> None:
+    src = make_source(tmp_path / "src.db", mixed_rows(300))
+    dsns = {}
+    for name in ("no_pyarrow", "with_pyarrow"):
+        dsns[name] = pg_cluster.create_database(f"arrow_{name}")
+        with psycopg.connect(dsns[name], autocommit=True) as conn:
+            conn.execute(TARGET)
+    script = WITHOUT_PYARROW.format(
+        tests=str(Path(__file__).parent), src=str(src.path), dsn=dsns["no_pyarrow"]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    ours = copy_table(src, Postgres("pg", dsns["with_pyarrow"]), MIXED, run_id="r", step="s")
+    assert proc.stdout.split() == ["False", "sql", str(ours.inserted), str(len(ours.rejects))]
+    assert table_text(dsns["no_pyarrow"]) == table_text(dsns["with_pyarrow"])
