@@ -105,6 +105,33 @@ def test_copy_step_parity_gate_and_rollback(pg_dsn: str, tmp_path: Path) -> None
     assert target.fingerprint().digest == before
 
 
+def test_a_target_with_rules_is_refused_before_anything_changes(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """COPY ignores rewrite rules and ON CONFLICT refuses them: the copy says so at plan
+    time, naming the rule, instead of going past it."""
+    make_source(tmp_path / "src.db", n=50)
+    target = make_target(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE diverted (video_id text PRIMARY KEY, title text)")
+        conn.execute(
+            "CREATE RULE divert AS ON INSERT TO content WHERE NEW.title = 'title 1' "
+            "DO INSTEAD INSERT INTO diverted VALUES (NEW.video_id, NEW.title)"
+        )
+    book = tmp_path / "book.py"
+    book.write_text(RUNBOOK)
+    proc = cli_proc("plan", str(book), env={"T_DSN": pg_dsn}, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "divert" in proc.stderr
+    assert "ON CONFLICT" in proc.stderr
+    # run: backups first, then the step's planning fails the run; no row was written
+    proc = cli_proc("run", str(book), "--yes", env={"T_DSN": pg_dsn}, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "INSERT or UPDATE rules (divert)" in proc.stdout + proc.stderr
+    assert target.query("SELECT count(*) FROM content") == [(0,)]
+    assert target.query("SELECT count(*) FROM diverted") == [(0,)]
+
+
 RUNBOOK = """
 import os
 from pathlib import Path

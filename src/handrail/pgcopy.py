@@ -488,6 +488,21 @@ class TargetTable:
                 hint=f"CREATE UNIQUE INDEX ON {qualified(schema, table)} "
                 f"({', '.join(quote_ident(k) for k in key)})",
             )
+        # PostgreSQL refuses ON CONFLICT on a table with INSERT or UPDATE rules, and COPY
+        # would silently go past them: say so before anything is written
+        rules = conn.execute(
+            "SELECT rulename FROM pg_rewrite WHERE ev_class = to_regclass(%s) "
+            "AND ev_type IN ('2', '3') ORDER BY rulename",
+            (qualified(schema, table),),
+        ).fetchall()
+        if rules:
+            names = ", ".join(r[0] for r in rules)
+            raise MappingError(
+                f"target table {name!r} has INSERT or UPDATE rules ({names}): PostgreSQL "
+                "refuses INSERT ... ON CONFLICT on it, and COPY would go past the rules",
+                hint="copy into a table without such rules (a trigger can do what the rule "
+                "does, and fires for COPY and INSERT alike), or drop them for the migration",
+            )
         return cls(schema, table, {r[0]: r[1] for r in rows})
 
     def kinds(self) -> dict[str, str]:

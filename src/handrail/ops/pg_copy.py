@@ -18,7 +18,7 @@ from ..context import StepContext
 from ..errors import PolicyError
 from ..model import CheckResult, Plan
 from ..parity import parity
-from ..pgcopy import CopyJob, CopySpec, KeyRange, Prepared
+from ..pgcopy import CopyJob, CopySpec, KeyRange, Prepared, TargetTable
 from ..resources.postgres import Postgres, quote_ident
 from ..resources.sqlite import SQLite
 from ..runbook import Check, Step
@@ -100,6 +100,11 @@ class CopyTable(Step):
             else src.query(f"SELECT count(*) FROM {table}")[0][0]
         )
         before = self._count(ctx)
+        if before is not None:
+            # the table exists (an earlier step may create it): what the copy would refuse
+            # (no unique index on the key, rules), the dry run refuses now
+            with ctx.use(self.target).connect() as conn:
+                TargetTable.load(conn, m.target, m.key)
         return Plan(
             summary=f"copy {n} row(s) of {m.source} into {m.target} by {', '.join(m.key)} "
             f"(on conflict: {self.spec.on_conflict}); target now "
