@@ -10,6 +10,7 @@ import pytest
 
 from handrail.model import Reject
 from handrail.sqlmap import (
+    MAX_JSON_DEPTH,
     Column,
     ConversionError,
     Converted,
@@ -18,6 +19,7 @@ from handrail.sqlmap import (
     boolean,
     canonical,
     integer,
+    json_depth,
     jsonb,
     jsonb_text,
     timestamptz,
@@ -46,7 +48,17 @@ def test_timestamps(raw: Any, expect: datetime | None) -> None:
     assert timestamptz()(raw) == expect
 
 
-@pytest.mark.parametrize("raw", ["yesterday", "2024-13-01", True, [1]])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "yesterday",
+        "2024-13-01",
+        True,
+        [1],
+        "0001-01-01 00:00:00+05:00",  # year 0 in UTC
+        "9999-12-31 23:59:59-01:00",  # year 10000 in UTC
+    ],
+)
 def test_bad_timestamps(raw: Any) -> None:
     with pytest.raises(ConversionError):
         timestamptz()(raw)
@@ -66,6 +78,18 @@ def test_bad_timestamps(raw: Any) -> None:
 )
 def test_json_in_text(raw: Any, expect: str | None) -> None:
     assert jsonb()(raw) == expect
+
+
+def test_json_deeper_than_the_limit_is_kept_as_raw_text() -> None:
+    """A fixed limit, not the caller's stack, decides: the same answer from any reader."""
+    deep = "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)
+    assert jsonb()(deep) == jsonb_text({"raw_text": deep})
+    at_limit = '{"a": ' * MAX_JSON_DEPTH + "1" + "}" * MAX_JSON_DEPTH
+    assert jsonb()(at_limit) == at_limit
+    # brackets inside strings are not nesting
+    many = '["' + "[" * 1000 + '"]'
+    assert json_depth(many) == 1
+    assert jsonb()(many) == many
 
 
 def test_json_with_nul_is_a_reject() -> None:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handrail.pgcopy import CopyJob, _csv_field, copy_table
+from handrail.pgcopy import CopyJob, _csv_field, _line_function, copy_table
 from handrail.pgcopy_sql import Capabilities, column_expression, needs_python
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
@@ -40,6 +40,7 @@ from handrail.sqlmap import (
     boolean,
     jsonb,
     real,
+    text,
     timestamptz,
 )
 
@@ -176,6 +177,10 @@ TIMES = [
     "0000-01-01 00:00:00",
     "0001-01-01 00:00:00",
     "9999-12-31 23:59:59",
+    "0001-01-01 00:00:00+05:00",  # year 0 in UTC: Python refuses it
+    "9999-12-31 23:59:59-01:00",  # year 10000 in UTC: Python refuses it
+    "0001-01-01 10:00:00-05:00",  # still year 1: Python's, and stored
+    "0002-01-01 00:00:00+05:00",
     " 2024-01-31 10:00:00",
     "2024-01-31 10:00:00 UTC",
     "1600000000",
@@ -247,6 +252,11 @@ JSONS = [
     '{"k": "quote \\" and comma ,"}',
     '{"dup": 1, "dup": 2}',
     '{"b": 1, "a": 2}',
+    "[" * 200 + "]" * 200,  # within the depth limit
+    "[" * 300 + "]" * 300,  # beyond it: Python keeps it as raw text
+    '{"a": ' * 257 + "1" + "}" * 257,
+    "[" * 999 + "]" * 999,
+    '["' + "[" * 300 + '"]',  # brackets in a string: Python decides, and decodes it
     5,
     None,
 ]
@@ -303,6 +313,42 @@ def test_text_integer_boolean(pg: psycopg.Connection) -> None:
 @given(st.lists(st.text(), min_size=1, max_size=20))
 def test_random_texts(pg: psycopg.Connection, values: list[str]) -> None:
     check_same(pg, values, _to_text, "text")
+
+
+# -- the Python path's line function -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("values", "conv", "pg_type"),
+    [
+        (TIMES, timestamptz(), "timestamp with time zone"),
+        (JSONS, jsonb(), "jsonb"),
+        (FLOATS, real(), "double precision"),
+        ([*TEXTS, "nul\x00inside", 1.5], text(), "text"),
+        ([0, 1, 2, "yes", None, 1.0], boolean(), "boolean"),
+    ],
+    ids=["timestamptz", "jsonb", "real", "text", "boolean"],
+)
+def test_python_line_function_stores_what_the_conversions_store(
+    pg: psycopg.Connection, values: list[Any], conv: Any, pg_type: str
+) -> None:
+    """The Python path builds lines with inline fast paths (one generated function per
+    mapping); where they write a field, it stores what the conversion's field stores.
+    Where they raise, the row goes to the conversion itself."""
+    mapping = TableMap("t", "x", key=["n"], columns=[Column("n"), Column("v", convert=conv)])
+    line = _line_function(mapping.bind({"n": "int", "v": conv.kind}, ["n", "v"]))
+    inline = 0
+    for v in values:
+        try:
+            field = line((0, v)).rstrip("\n").split(",", 1)[1]
+        except Exception:
+            continue
+        inline += 1
+        want = python_field(v, conv.fn)
+        (ours,) = stored(pg, pg_type, [field])
+        if want is None:
+            assert ours == "<error>", f"{v!r}: refused by the conversion, inline sent {field!r}"
+        else:
+            assert ours == stored(pg, pg_type, [want])[0], f"{v!r}: inline {field!r}, not {want!r}"
+    assert inline > len(values) // 2
 
 
 # -- whole copies: SQL lines against Python lines ------------------------------------------

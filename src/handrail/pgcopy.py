@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, closing, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -53,6 +53,7 @@ from .model import Reject
 from .pgcopy_arrow import ArrowPlan, arrow_plan, fetch_arrow, read_arrow
 from .pgcopy_arrow import available as arrow_available
 from .pgcopy_arrow import connect as arrow_connect
+from .pgcopy_arrow import strict_json as arrow_strict_json
 from .pgcopy_sql import (
     Capabilities,
     LineBatch,
@@ -77,11 +78,13 @@ from .resources.postgres import (
 )
 from .resources.sqlite import SQLite
 from .sqlmap import (
+    MAX_JSON_DEPTH,
     Converted,
     JsonText,
     MappingError,
     RowMapper,
     TableMap,
+    brackets,
     key_text,
     kind_of_pg_type,
     kind_of_sqlite_type,
@@ -542,6 +545,8 @@ def _fast_ts(v: Any, conv: Callable[[Any], Any]) -> str:
             d = datetime.fromisoformat(v)
         except ValueError:
             return _csv_field(conv(v))
+        if d.year in (1, 9999):  # an offset may move it out of range: the authority's
+            return _csv_field(conv(v))
         # naive is UTC (as sqlmap.timestamptz); PostgreSQL applies an explicit offset itself
         return d.isoformat() + ("+00:00" if d.tzinfo is None else "")
     return _csv_field(conv(v))
@@ -559,7 +564,7 @@ def _fast_json(v: Any, conv: Callable[[Any], Any]) -> str:
         s = v.strip()
         if not s:
             return ""
-        if "\x00" not in s and "\\u0000" not in s:
+        if "\x00" not in s and "\\u0000" not in s and brackets(s) <= MAX_JSON_DEPTH:
             try:
                 _JSON.decode(s)
             except (ValueError, RecursionError):
@@ -753,6 +758,8 @@ class CopyJob:
         # lines read whole by Arrow (pgcopy_arrow) where it can, else built by SQLite
         self._arrow: ArrowPlan | None = None
         self._adbc: Any = None
+        # the read-ahead thread and a batch read again as CSV share one ADBC connection
+        self._adbc_lock = threading.Lock()
         if isinstance(self.src, _SQLiteSource) and sql_lines:
             caps = Capabilities.probe(self.src.conn, self.conn)
             self.conn.rollback()
@@ -761,9 +768,7 @@ class CopyJob:
                 natural = [quote_ident(self.mapper.select[i]) for i in self._key_source_index]
                 self._sql_select = [expr, *natural]
             if arrow and arrow_available():
-                self._arrow = arrow_plan(
-                    self.mapper, self.target.types, self.src.key, caps, max_rows=2 * batch_size
-                )
+                self._arrow = self._arrow_plan(caps, batch_size)
         # COPY straight into the target while no batch has met an existing key
         self.direct = direct
 
@@ -772,6 +777,20 @@ class CopyJob:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _arrow_plan(self, caps: Capabilities, batch_size: int) -> ArrowPlan | None:
+        """The Arrow reader's plan, on this job's ADBC connection; None (the SQL reader)
+        where the mapping is not the Arrow reader's, or ADBC cannot open the source."""
+        assert isinstance(self.src, _SQLiteSource)
+        try:
+            self._adbc = arrow_connect(self.src._uri)
+            # json_valid runs in ADBC's own SQLite: its strictness is probed there
+            caps = replace(caps, strict_json=arrow_strict_json(self._adbc))
+        except Exception:
+            return None
+        return arrow_plan(
+            self.mapper, self.target.types, self.src.key, caps, max_rows=2 * batch_size
+        )
 
     @property
     def reader(self) -> str:
@@ -890,9 +909,10 @@ class CopyJob:
             return None
         (_, args), excluded = fast
         if self._arrow is not None:
-            if self._adbc is None:
-                self._adbc = arrow_connect(self.src._uri)  # type: ignore[attr-defined]
-            got = fetch_arrow(self._adbc, *args[1:])
+            with self._adbc_lock:
+                if self._adbc is None:
+                    self._adbc = arrow_connect(self.src._uri)  # type: ignore[attr-defined]
+                got = fetch_arrow(self._adbc, *args[1:])
         else:
             got = fetch_lines(self.src.conn, *args[1:])  # type: ignore[attr-defined]
         return self.from_lines(got, rng, excluded) if got is not None else None

@@ -13,14 +13,16 @@ What this reader handles is the subset the SQL reader proves equal to Python's
 conversions (see :mod:`handrail.pgcopy_sql`), and no more; any other row goes to Python:
 
 - ``text``: TEXT without a NUL; ``integer``: INTEGER; ``boolean``: INTEGER 0 or 1;
-- ``real`` into ``double precision``: a finite REAL, or an INTEGER of at most 2^53 in
-  magnitude (exact as a double); Arrow writes the shortest text that reads back to the
-  same double, which PostgreSQL's float input reads exactly;
+- ``real`` into ``double precision``: a finite, non-subnormal REAL, or an INTEGER of at
+  most 2^53 in magnitude (exact as a double); binary COPY carries the double itself, and
+  Arrow's CSV writes the shortest text that reads back to it, which PostgreSQL's float
+  input reads exactly;
 - ``timestamptz`` into ``timestamp with time zone``: the ISO 8601 shapes the SQL reader
   accepts (naive means UTC), INTEGER epoch seconds from 0 to 10^11 - 1, TEXT of 9 or 10
   digits as epoch seconds;
 - ``jsonb`` into ``jsonb``: TEXT that SQLite's strict ``json_valid`` accepts and that
-  holds no NUL and no ``\\u0000`` escape; blank text (spaces, tabs, newlines) is NULL.
+  holds no NUL, no ``\\u0000`` escape and at most ``MAX_JSON_DEPTH`` brackets; blank
+  text (spaces, tabs, newlines) is NULL.
 
 A natural-key column takes only its own storage class, never NULL, so the key Python
 would read back is the key written.
@@ -44,7 +46,16 @@ from typing import Any
 
 from .pgcopy_sql import Capabilities, LineBatch
 from .resources.postgres import quote_ident
-from .sqlmap import RowMapper, _to_bool, _to_float, _to_int, _to_json, _to_text, _to_timestamp
+from .sqlmap import (
+    MAX_JSON_DEPTH,
+    RowMapper,
+    _to_bool,
+    _to_float,
+    _to_int,
+    _to_json,
+    _to_text,
+    _to_timestamp,
+)
 
 # the ISO 8601 shapes of pgcopy_sql._timestamp: hours below 24, minutes and seconds below
 # 60, optional microseconds, then nothing (UTC), Z, or an offset below 15 hours
@@ -54,6 +65,7 @@ _NAIVE = f"^{_DATE_TIME}(\\.[0-9]{{6}})?$"
 _EPOCH_TEXT = "^[0-9]{9,10}$"
 _EPOCH_MAX = 99_999_999_999
 _EXACT_INT = 2**53
+_MIN_NORMAL = 2.2250738585072014e-308
 _BLANK = " \t\n\r"  # what the SQL reader trims (pgcopy_sql._WS)
 
 #: source storage classes each conversion takes here, in projection order
@@ -68,9 +80,10 @@ _CLASSES: dict[str, tuple[str, ...]] = {
 
 
 def available() -> bool:
-    """Whether pyarrow and ADBC's SQLite driver can be imported."""
+    """Whether pyarrow, NumPy and ADBC's SQLite driver can be imported."""
     try:
         import adbc_driver_sqlite.dbapi  # noqa: F401
+        import numpy  # noqa: F401
         import pyarrow.compute
         import pyarrow.csv  # noqa: F401
     except ImportError:
@@ -296,7 +309,10 @@ def _float(d: Arrays, n: int, extra: list[Any], binary: bool) -> tuple[Any, Any]
     r, i = d.get("real"), d.get("integer")
     bads = []
     if r is not None:
-        bads.append(pc.invert(pc.is_finite(r)))
+        # finite and not subnormal: a subnormal's text is refused by PostgreSQL before
+        # 12, where its binary form would be stored (the SQL reader leaves it too)
+        normal = pc.or_(pc.greater_equal(pc.abs(r), _MIN_NORMAL), pc.equal(r, 0.0))
+        bads.append(pc.invert(pc.and_(pc.is_finite(r), normal)))
     if i is not None:
         big = pc.or_kleene(pc.greater(i, _EXACT_INT), pc.less(i, -_EXACT_INT))
         bads.append(big)
@@ -333,7 +349,7 @@ def _timestamptz(d: Arrays, n: int, extra: list[Any], binary: bool) -> tuple[Any
     outs, bads = [], []
     seconds = []
     if t is not None:
-        iso = pc.and_(pc.match_substring_regex(t, _ISO), pc.invert(pc.starts_with(t, "0000")))
+        iso = pc.and_(pc.match_substring_regex(t, _ISO), pc.invert(_edge_year(t)))
         if binary:
             micros, real_date = _iso_micros(t, iso)
             iso = pc.and_(iso, real_date)  # 30 February: Python refuses it, so does PostgreSQL
@@ -366,6 +382,14 @@ def _timestamptz(d: Arrays, n: int, extra: list[Any], binary: bool) -> tuple[Any
     if not outs:
         return pa.nulls(n, kind), None
     return (outs[0] if len(outs) == 1 else pc.coalesce(*outs)), _any_bad(bads)
+
+
+def _edge_year(t: Any) -> Any:
+    """Years 0000, 0001 and 9999: Python refuses the first, and an offset can move the
+    others out of its range (PostgreSQL would store year 0 or 10000): Python's rows."""
+    import pyarrow.compute as pc
+
+    return pc.match_substring_regex(t, "^(0000|0001|9999)")
 
 
 _PG_EPOCH_MICROS = 946_684_800 * 1_000_000  # 2000-01-01, PostgreSQL's epoch, in Unix µs
@@ -443,6 +467,11 @@ def _json(d: Arrays, n: int, extra: list[Any], binary: bool) -> tuple[Any, Any]:
     dirty = pc.or_(pc.match_substring(v, "\x00"), pc.match_substring(v, "\\u0000"))
     # never NULL: json_valid is NULL for a value of another class, which is not valid
     ok = pc.fill_null(pc.and_(pc.equal(valid, 1), pc.invert(dirty)), False)
+    # deeper than MAX_JSON_DEPTH, Python keeps it as raw text: a bracket count bounds it
+    shallow = pc.less_equal(
+        pc.add(pc.count_substring(v, "["), pc.count_substring(v, "{")), MAX_JSON_DEPTH
+    )
+    ok = pc.and_(ok, pc.fill_null(shallow, False))
     out = pc.if_else(ok, v, pa.scalar(None, pa.string()))
     present = pc.is_valid(v)
     if not pc.any(pc.and_(present, pc.invert(ok))).as_py():
@@ -475,6 +504,11 @@ def build_lines(table: Any, plan: ArrowPlan, *, guarded: bool) -> LineBatch | No
     n = table.num_rows
     if n == 0:
         return LineBatch(b"", 0, [], binary=plan.binary)
+    if not guarded and any(col.num_chunks > 1 for col in table.columns):
+        # ADBC infers types from its first batch only; a later batch converts what it can
+        # to them (a BLOB into a text column's type, silently): only the guarded read,
+        # one storage class per projection, is sound across batches
+        raise _Unexpected("the range spans more than one ADBC batch")
     pos = 0
     bads = []
     outs = []
@@ -628,6 +662,18 @@ def fetch_arrow(conn: Any, plan: ArrowPlan, rest: str, params: Sequence[Any]) ->
             # that row and Python reports it
             return None
     return None
+
+
+def strict_json(conn: Any) -> bool:
+    """Whether ``json_valid`` on this ADBC connection rejects JSON5 (SQLite before 3.45
+    may accept it, and ADBC bundles its own SQLite, not Python's)."""
+    cur = conn.cursor()
+    try:
+        cur.execute("SELECT json_valid('[1,]') OR json_valid('{a:1}')")
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    return bool(row) and not row[0]
 
 
 def connect(uri: str) -> Any:

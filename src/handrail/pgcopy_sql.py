@@ -42,7 +42,16 @@ from typing import Any
 import psycopg
 
 from .resources.postgres import quote_ident
-from .sqlmap import RowMapper, _to_bool, _to_float, _to_int, _to_json, _to_text, _to_timestamp
+from .sqlmap import (
+    MAX_JSON_DEPTH,
+    RowMapper,
+    _to_bool,
+    _to_float,
+    _to_int,
+    _to_json,
+    _to_text,
+    _to_timestamp,
+)
 
 _D = "[0-9]"
 _DATE_TIME = f"{_D * 4}-{_D * 2}-{_D * 2}[ T]{_D * 2}:{_D * 2}:{_D * 2}"
@@ -122,7 +131,8 @@ def _timestamp(x: str) -> Branches:
         "END END"
     )
     iso = (
-        f"CASE WHEN {x} GLOB '{pattern}*' AND {x}>='0001' "
+        # years 0001 and 9999: an offset may move them out of Python's range
+        f"CASE WHEN {x} GLOB '{pattern}*' AND {x}>='0002' AND {x}<'9999' "
         f"AND substr({x},12,2)<'24' THEN {x}||{suffix} "
         f"WHEN length({x}) BETWEEN 9 AND 10 AND {x} NOT GLOB '*[^0-9]*' "
         f"THEN {epoch} END"
@@ -132,7 +142,10 @@ def _timestamp(x: str) -> Branches:
 
 def _json(x: str) -> Branches:
     return {
-        "text": f"CASE WHEN json_valid({x}) THEN {_quoted(x)} WHEN trim({x},{_WS})='' THEN '' END"
+        # more brackets than MAX_JSON_DEPTH: Python decides (it may keep it as raw text)
+        "text": f"CASE WHEN json_valid({x}) AND length({x}) - length(replace(replace({x}, "
+        f"'[', ''), '{{', '')) <= {MAX_JSON_DEPTH} THEN {_quoted(x)} "
+        f"WHEN trim({x},{_WS})='' THEN '' END"
     }
 
 

@@ -10,9 +10,10 @@ Conventions, chosen once so copy and parity agree:
 
 - timestamps without a zone are UTC; epoch numbers are seconds, or milliseconds when
   above 10^11 (10^11 seconds is in the year 5138); output is an aware UTC ``datetime``;
-- JSON held in TEXT: empty or NULL is NULL; text that is not JSON is kept as
-  ``{"raw_text": text}``; the value is carried as :class:`JsonText` in PostgreSQL's own
-  ``jsonb`` text form (keys by length then bytes, numbers as ``numeric``);
+- JSON held in TEXT: empty or NULL is NULL; text that is not JSON, or nested deeper than
+  :data:`MAX_JSON_DEPTH` levels, is kept as ``{"raw_text": text}``; the value is carried
+  as :class:`JsonText` in PostgreSQL's own ``jsonb`` text form (keys by length then
+  bytes, numbers as ``numeric``);
 - booleans accept 0/1, t/f, true/false, yes/no, on/off (any case);
 - text never holds NUL (PostgreSQL cannot store it): such a value is a reject.
 
@@ -70,6 +71,40 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _ZONE_WORD = re.compile(r"\s*(UTC|GMT|Z)$", re.IGNORECASE)
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
+
+
+#: JSON nested deeper than this is kept as raw text. Python's decoder and encoder recurse
+#: per level, so without a fixed limit the outcome would depend on how deep the caller's
+#: stack already is; every copy reader sends such documents here.
+MAX_JSON_DEPTH = 256
+
+
+def json_depth(s: str) -> int:
+    """How deeply the arrays and objects of JSON text ``s`` nest (brackets inside strings
+    do not count)."""
+    depth = top = 0
+    in_string = escaped = False
+    for ch in s:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            top = max(top, depth)
+        elif ch in "]}":
+            depth -= 1
+    return top
+
+
+def brackets(s: str) -> int:
+    """The ``[`` and ``{`` in ``s``: a bound on its JSON depth, cheap to count."""
+    return s.count("[") + s.count("{")
 
 
 class ConversionError(ValueError):
@@ -241,7 +276,10 @@ def _to_timestamp(v: Any) -> datetime | None:
         raise ConversionError(f"{type(v).__name__} value {v!r} is not a time")
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)  # naive times are UTC by convention
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 00:00+05:00 is in year 0, 9999-12-31 23:00-02:00 in 10000
+        raise ConversionError(f"{v!r} falls outside the years 1 to 9999 in UTC") from None
 
 
 def _to_date(v: Any) -> date | None:
@@ -282,10 +320,13 @@ def _to_json(v: Any) -> JsonText | None:
         s = v.strip()
         if s == "":
             return None
-        try:
-            obj = _DECODER.decode(s)
-        except (ValueError, RecursionError):
-            obj = {"raw_text": v}
+        if brackets(s) > MAX_JSON_DEPTH and json_depth(s) > MAX_JSON_DEPTH:
+            obj: Any = {"raw_text": v}
+        else:
+            try:
+                obj = _DECODER.decode(s)
+            except (ValueError, RecursionError):
+                obj = {"raw_text": v}
     else:
         obj = v
     try:
@@ -295,6 +336,8 @@ def _to_json(v: Any) -> JsonText | None:
         raise ConversionError("JSON holds a lone UTF-16 surrogate escape") from None
     except (TypeError, ValueError) as exc:
         raise ConversionError(str(exc)) from None
+    except RecursionError:  # a document built in Python (a computed column), not text
+        raise ConversionError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     return JsonText(out)
 
 
