@@ -1324,6 +1324,10 @@ def copy_table(
     commits. With ``pipeline`` the next batches are read and converted (a SQLite source of
     four batches or more by ``readers`` forked processes, else by one thread) while the
     database merges the current one; commits stay in batch order.
+
+    A SQLite source is read whole by Arrow (``arrow``, when pyarrow is installed) or by
+    SQL lines (``sql_lines``), else row by row; ``direct`` COPYs batches straight into
+    the target while none of their keys exists there. All give the same table.
     """
     started = time.monotonic()
     result = CopyResult()
