@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,22 @@ def copy_in(conn: psycopg.Connection, pg_type: str, data: bytes, binary: bool) -
         return "<error>"
 
 
+@contextmanager
+def one_column_source(values: Sequence[Any]) -> Iterator[Any]:
+    """An ADBC connection to a SQLite table (n INTEGER PRIMARY KEY, v) of ``values``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.db"
+        with closing(sqlite3.connect(path)) as db:
+            db.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v)")
+            db.executemany("INSERT INTO t (n, v) VALUES (?, ?)", list(enumerate(values)))
+            db.commit()
+        ad = connect(f"file:{path}?mode=ro")
+        try:
+            yield ad
+        finally:
+            ad.close()
+
+
 def arrow_fields(
     conn: psycopg.Connection,
     values: Sequence[Any],
@@ -120,17 +136,8 @@ def arrow_fields(
     """What each value stores through the Arrow reader; None where it leaves the row to
     Python. Also checks that the whole batch is the rows' own outputs, joined."""
     plan = one_column_plan(conv, pg_type, binary=binary)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "t.db"
-        with closing(sqlite3.connect(path)) as db:
-            db.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v)")
-            db.executemany("INSERT INTO t (n, v) VALUES (?, ?)", list(enumerate(values)))
-            db.commit()
-        ad = connect(f"file:{path}?mode=ro")
-        try:
-            table = _fetch(ad, plan, "FROM t ORDER BY n", [], guarded)
-        finally:
-            ad.close()
+    with one_column_source(values) as ad:
+        table = _fetch(ad, plan, "FROM t ORDER BY n", [], guarded)
     if not guarded and not unguarded_types_fit(table, plan):
         # an unguarded read of mixed classes: the guarded read's job, as fetch_arrow does
         with pytest.raises(_Unexpected):
@@ -270,20 +277,11 @@ def test_a_blob_after_the_first_adbc_batch_goes_to_python(pg: psycopg.Connection
     values[1050] = blob
     plan = one_column_plan(timestamptz(), "timestamp with time zone", binary=True)
     assert plan.max_rows == 1024
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "t.db"
-        with closing(sqlite3.connect(path)) as db:
-            db.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v)")
-            db.executemany("INSERT INTO t (n, v) VALUES (?, ?)", list(enumerate(values)))
-            db.commit()
-        ad = connect(f"file:{path}?mode=ro")
-        try:
-            unguarded = _fetch(ad, plan, "FROM t", [], False)
-            assert unguarded.column(1).num_chunks > 1
-            assert unguarded.column(1).to_pylist()[1050] == blob.decode()  # the trap
-            got = fetch_arrow(ad, plan, "FROM t", [])
-        finally:
-            ad.close()
+    with one_column_source(values) as ad:
+        unguarded = _fetch(ad, plan, "FROM t", [], False)
+        assert unguarded.column(1).num_chunks > 1
+        assert unguarded.column(1).to_pylist()[1050] == blob.decode()  # the trap
+        got = fetch_arrow(ad, plan, "FROM t", [])
     assert got is not None
     assert got.slow == [(1050,)]
     assert python_field(blob, timestamptz().fn) is None

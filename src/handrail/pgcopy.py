@@ -788,9 +788,13 @@ class CopyJob:
             caps = replace(caps, strict_json=arrow_strict_json(self._adbc))
         except Exception:
             return None
-        return arrow_plan(
+        plan = arrow_plan(
             self.mapper, self.target.types, self.src.key, caps, max_rows=2 * batch_size
         )
+        if plan is None:  # not the Arrow reader's mapping: its connection is not needed
+            self._adbc.close()
+            self._adbc = None
+        return plan
 
     @property
     def reader(self) -> str:

@@ -249,7 +249,7 @@ def _by_class(conv: str, arrays: list[Any], guarded: bool) -> Arrays:
     classes = _CLASSES[conv]
     got: list[tuple[str, Any]]
     if guarded:
-        got = list(zip(classes, arrays, strict=False))
+        got = list(zip(classes, arrays, strict=True))
     else:
         arr = arrays[0]
         if arr.null_count == len(arr):
