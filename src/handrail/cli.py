@@ -150,8 +150,39 @@ def finish(result: RunResult, journal: Journal, runbook_path: str) -> NoReturn:
     elif result.status is RunStatus.COMPLETED:
         say.print(f"\n[bold green]Run {result.run_id} completed.[/]")
         say.print(f"  undo it exactly: handrail rollback {result.run_id}{state}")
-    elif result.status is RunStatus.ROLLED_BACK:
+    elif result.status is RunStatus.ROLLED_BACK and not result.conflicts:
         say.print(f"\n[bold green]Run {result.run_id} rolled back[/] and verified.")
+    elif result.status is RunStatus.ROLLED_BACK:
+        err_console.print(f"\n[bold yellow]Run {result.run_id} {result.message}.[/]")
+        for c in result.conflicts[:20]:
+            err_console.print(f"  [yellow]left as it is:[/] {c}")
+        sys.exit(result.exit_code)
+    elif result.status is RunStatus.ROLLED_BACK_TO:
+        say.print(f"\n[bold green]Run {result.run_id} {result.message}[/] and verified.")
+        say.print(f"  apply the undone steps again: handrail run {rel}{state}")
+    elif result.stopped_at is not None:
+        err_console.print(f"\n[bold red]Run {result.run_id}: {redact(result.message)}[/]")
+        label = "not this run's" if result.blocked else "changed since"
+        for c in result.conflicts[:20]:
+            err_console.print(f"  [red]{label}:[/] {c}")
+        if len(result.conflicts) > 20:
+            err_console.print(f"  … and {len(result.conflicts) - 20} more (handrail status)")
+        err_console.print("  Nothing of it was destroyed; the run stays rolling back. Options:")
+        err_console.print(
+            f"  - deal with those items, then:   handrail rollback {result.run_id}{state}"
+        )
+        if not result.blocked:
+            err_console.print(
+                "  - put back what the run found:  "
+                f"handrail rollback {result.run_id}{state} --force"
+            )
+        err_console.print(
+            "  - finish around them:           "
+            f"handrail rollback {result.run_id}{state} --keep-theirs"
+        )
+        for w in result.warnings[:20]:
+            err_console.print(f"  [yellow]note:[/] {w}")
+        sys.exit(result.exit_code)
     else:
         err_console.print(
             f"\n[bold red]Run {result.run_id} {result.status.value}:[/] {redact(result.message)}"
@@ -482,16 +513,39 @@ def reject(run_ref: str, who: str | None, comment: str, state_dir: Path | None) 
 @main.command()
 @click.argument("run_ref", metavar="RUN")
 @click.option("--to", "to_step", help="Undo back to and including this step only.")
-@click.option("--force", is_flag=True, help="Overwrite items that someone changed after the run.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Put back the values the run found where someone changed them since. Never "
+    "deletes a row, column, table or file holding anything not the run's: when finishing "
+    "would need that, it is refused up front and nothing changes.",
+)
+@click.option(
+    "--keep-theirs",
+    is_flag=True,
+    help="Finish the rollback around what others changed: their values stay, and a step "
+    "whose undo would remove their data is not undone; lists what stayed (exit 1).",
+)
 @click.option("--take-over", is_flag=True, help="Take over a stale lease of another run.")
 @state_option
 def rollback(
-    run_ref: str, to_step: str | None, force: bool, take_over: bool, state_dir: Path | None
+    run_ref: str,
+    to_step: str | None,
+    force: bool,
+    keep_theirs: bool,
+    take_over: bool,
+    state_dir: Path | None,
 ) -> None:
     """Undo a run's steps, newest first, verifying each.
 
     RUN is a run id, or a runbook file: then every run of it that is not yet rolled back
     is undone, newest first (a second, idempotent run is undone before the first).
+
+    Only what the run created and nobody changed since is removed. A step whose undo
+    would remove others' data stops the rollback before it; values changed since the run
+    wrote them stop it after their step. Nothing is destroyed, the run stays resumable,
+    and the output lists the items and the options (--force, --keep-theirs).
+    With --to, the run stays resumable: `handrail run` applies the undone steps again.
     """
     with errors():
         journal, r = resolve_run(run_ref, state_dir)
@@ -505,7 +559,7 @@ def rollback(
         ex = Executor(rb, journal, runbook_key=r.runbook_key, options=options(take_over=take_over))
         result = None
         for target in targets:
-            result = ex.rollback(target.id, to_step=to_step, force=force)
+            result = ex.rollback(target.id, to_step=to_step, force=force, keep_theirs=keep_theirs)
             if result.exit_code != 0:
                 break
         assert result is not None

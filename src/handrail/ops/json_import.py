@@ -175,6 +175,13 @@ class ImportRecords(SQLiteStep):
             cache[self.name] = by_key
         return cache[self.name]
 
+    def rollback_blockers(self, ctx: StepContext) -> list[str]:
+        db = ctx.use(self.db)
+        if not db.exists():
+            return []
+        with db.connect() as conn:
+            return rowlog.blockers(conn, ctx.run_id, self.name)
+
     def rollback(self, ctx: StepContext) -> None:
         from ..errors import RollbackConflict
 

@@ -14,7 +14,7 @@ from ..context import StepContext
 from ..model import BlastRadius, CheckResult, Outcome, Plan
 from ..resources.sqlite import SQLite, quote_ident
 from ..runbook import Gate, Stages, Step
-from . import rowlog
+from . import owned, rowlog
 
 
 def split_sql(script: str) -> list[str]:
@@ -86,6 +86,22 @@ class SQLiteStep(Step):
                 raise
         self.after_rollback(ctx)
 
+    def rollback_blockers(self, ctx: StepContext) -> list[str]:
+        """Tables this step created and columns it added that someone changed since
+        (recorded as ``owned`` by :meth:`change`, in the change's own transaction)."""
+        db = ctx.use(self.db)
+        if not db.exists() or not ctx.state.get("owned"):
+            return []
+        with db.connect() as conn:
+            if self.name not in _ledger_steps(conn, ctx.run_id):
+                return []  # never committed: the rollback drops nothing
+            return owned.sqlite_blockers(conn, ctx.state["owned"])
+
+    def own(self, ctx: StepContext, conn: sqlite3.Connection, before: dict[str, list[str]]) -> None:
+        """Record what the change created since ``before`` (a schema), for the rollback."""
+        tables, columns = owned.created(before, owned.sqlite_schema(conn))
+        ctx.save_state(owned=owned.sqlite_record(conn, tables, columns))
+
     def change(self, ctx: StepContext, conn: sqlite3.Connection) -> int:
         raise NotImplementedError
 
@@ -148,10 +164,13 @@ class SQL(SQLiteStep):
         )
 
     def change(self, ctx: StepContext, conn: sqlite3.Connection) -> int:
+        schema = owned.sqlite_schema(conn)
         before = conn.total_changes
         for stmt in self.up:
             conn.execute(stmt)
-        return conn.total_changes - before
+        changed = conn.total_changes - before
+        self.own(ctx, conn, schema)
+        return changed
 
     def unchange(self, ctx: StepContext, conn: sqlite3.Connection) -> None:
         for stmt in self.down or []:
@@ -239,8 +258,10 @@ class CreateSchema(SQLiteStep):
         existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         created = [n for _, n in self._objects() if n not in existing]
         ctx.save_state(created=created)
+        schema = owned.sqlite_schema(conn)
         for stmt in self.ddl:
             conn.execute(stmt)
+        self.own(ctx, conn, schema)
         return len(created)
 
     def unchange(self, ctx: StepContext, conn: sqlite3.Connection) -> None:
@@ -297,11 +318,13 @@ class AddColumns(SQLiteStep):
         have = set(_columns(conn, self.table))
         missing = [c for c in self.columns if c not in have]
         ctx.save_state(added=missing)
+        schema = owned.sqlite_schema(conn)
         for col in missing:
             conn.execute(
                 f"ALTER TABLE {quote_ident(self.table)} ADD COLUMN "
                 f"{quote_ident(col)} {self.columns[col]}"
             )
+        self.own(ctx, conn, schema)
         return len(missing)
 
     def unchange(self, ctx: StepContext, conn: sqlite3.Connection) -> None:
