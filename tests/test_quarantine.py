@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from handrail import (
+    BadInput,
     Directory,
     Executor,
     Gate,
@@ -33,6 +34,7 @@ from handrail.executor import plan_runbook
 from handrail.journal import CRASH_ENV
 from handrail.ops.quarantine import QuarantineDelete, RowUpdate, purge_quarantine
 
+from .digests import tree_digest
 from .helpers import cli, cli_proc, write
 
 STALE = "SELECT hash FROM documents WHERE recon_domain_status='needs_reprocess' ORDER BY hash"
@@ -192,9 +194,10 @@ def test_bad_selections_are_runbook_errors(tmp_path: Path, args: list[str], matc
     concepts, _ = make_recon(tmp_path, n=2)
     s = QuarantineDelete("q", concepts, select=args)
     ex = executor(Runbook("r", steps=[s]), tmp_path / "s")
-    result = ex.run()
-    assert result.status is RunStatus.FAILED
-    assert match in result.message
+    before = tree_digest(concepts.path)
+    with pytest.raises(BadInput, match=match):  # found before the first change: exit 2
+        ex.run()
+    assert tree_digest(concepts.path) == before
 
 
 def test_rollback_leaves_recreated_and_damaged_items_then_force(tmp_path: Path) -> None:

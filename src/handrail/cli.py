@@ -23,6 +23,7 @@ from .executor import Executor, RunOptions, RunResult, plan_runbook
 from .journal import Journal, RunRow, whoami
 from .loader import default_state_dir, load_runbook, runbook_key
 from .model import RunStatus
+from .preflight import DEFAULT_LIMIT
 from .redact import redact
 from .resources.base import Backup, Fingerprint, verify_backup
 from .runbook import Runbook
@@ -361,6 +362,21 @@ def plan(runbook: Path, state_dir: Path | None, as_json: bool) -> None:
 @click.option("--take-over", is_flag=True, help="Take over a stale lease of another run.")
 @click.option("--new", is_flag=True, help="Start a new run instead of resuming the last one.")
 @click.option("--no-input", is_flag=True, help="Never prompt; pause at gates (exit 3).")
+@click.option(
+    "--no-preflight",
+    is_flag=True,
+    help="Skip the preflight (the forward run on clones that finds bad input before the "
+    "first change). Bad input may then surface after earlier steps changed data.",
+)
+@click.option(
+    "--preflight-limit",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_LIMIT / (1024 * 1024),
+    show_default=True,
+    metavar="MB",
+    help="Clone data up to this size for the preflight; larger SQLite databases are "
+    "cloned as their schema only.",
+)
 @state_option
 def run(
     runbook: Path,
@@ -369,25 +385,35 @@ def run(
     take_over: bool,
     new: bool,
     no_input: bool,
+    no_preflight: bool,
+    preflight_limit: float,
     state_dir: Path | None,
 ) -> None:
-    """Run a runbook, or resume its last run. Pauses at gates (exit code 3)."""
+    """Run a runbook, or resume its last run. Pauses at gates (exit code 3).
+
+    A new run first proves every step can run (the preflight): each step is validated
+    against the real schema and files, and the whole runbook runs forward on clones.
+    Anything found there exits 2 with nothing changed.
+    """
     with errors():
+        if no_preflight:
+            err_console.print(
+                "[yellow]warning:[/] --no-preflight: bad input is no longer found before the "
+                "first change; it may stop the run after earlier steps changed data"
+            )
         rb = load_runbook(runbook)
         journal = open_journal(runbook, state_dir)
         interactive = sys.stdin.isatty() and not no_input and not yes
-        ex = Executor(
-            rb,
-            journal,
-            runbook_key=runbook_key(runbook),
-            options=options(
-                yes=yes,
-                allow_destructive=allow_destructive,
-                take_over=take_over,
-                new=new,
-                interactive=interactive,
-            ),
+        opts = options(
+            yes=yes,
+            allow_destructive=allow_destructive,
+            take_over=take_over,
+            new=new,
+            interactive=interactive,
         )
+        opts.preflight = not no_preflight
+        opts.preflight_limit = int(preflight_limit * 1024 * 1024)
+        ex = Executor(rb, journal, runbook_key=runbook_key(runbook), options=opts)
         result = ex.run()
         finish(result, journal, str(runbook))
 

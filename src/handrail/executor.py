@@ -32,6 +32,7 @@ from .errors import (
 )
 from .journal import Heartbeat, Journal, Lease, whoami
 from .model import RESUMABLE, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
+from .preflight import DEFAULT_LIMIT, PreflightReport, preflight, validate_steps
 from .resources.base import Backup, Fingerprint, Resource, verify_backup
 from .runbook import Check, Gate, Runbook, Step
 
@@ -63,6 +64,9 @@ class RunOptions:
     new_run: bool = False  # start a new run even if the last one can resume
     clock: str | None = None  # the run's logical time; default its start (see StepContext.clock)
     lease_ttl: float = 60.0
+    #: prove every step can run before a new run's first change (see handrail.preflight)
+    preflight: bool = True
+    preflight_limit: int = DEFAULT_LIMIT
     observer: Observer = field(default_factory=Observer)
 
 
@@ -80,6 +84,9 @@ class RunResult:
     #: would remove others' data) or after it (``conflicts`` were left alone)
     stopped_at: str | None = None
     blocked: bool = False
+    #: the class of the error that failed the run ("" when none did)
+    error_type: str = ""
+    preflight: PreflightReport | None = None
 
     @property
     def exit_code(self) -> int:
@@ -216,6 +223,27 @@ class Executor:
         finally:
             self.journal.release_lease(lease)
 
+    def _preflight(self) -> None:
+        """Before a new run's first change: every step validated, and the runbook run
+        forward on clones (handrail.preflight). Raises PreflightFailed (exit 2)."""
+        if not self.options.preflight or self.mode != "run":
+            return
+        self.obs.event("preflight", "preflight: proving every step can run before any change")
+        report = preflight(
+            self.runbook,
+            bindings=self.bindings,
+            scratch_parent=self.journal.state_dir,
+            limit=self.options.preflight_limit,
+            clock=self.options.clock,
+        )
+        self.preflight_report = report
+        self.obs.event("preflight-done", report.summary(), report.to_json())
+        for note in report.notes:
+            self.warnings.append(f"preflight: {note}")
+
+    #: what the preflight of this run found and cost (None: it did not run)
+    preflight_report: PreflightReport | None = None
+
     def _check_policy(self) -> None:
         for step in self.runbook.steps:
             if step.tier is Tier.DESTRUCTIVE and not self.options.allow_destructive:
@@ -257,6 +285,7 @@ class Executor:
                 hint=f"roll it back with `handrail rollback {last.id}`, or start over with --new",
             )
         else:
+            self._preflight()
             run_id = self.journal.create_run(
                 self.key,
                 self.runbook.name,
@@ -282,7 +311,11 @@ class Executor:
             self.journal.set_run_status(run_id, RunStatus.PAUSED, paused_gate=p.gate_key)
             self._event(run_id, "paused", f"paused at gate {p.gate_key}", gate=p.gate_key)
             return RunResult(
-                run_id, RunStatus.PAUSED, f"paused at gate {p.gate_key}", paused_gate=p.gate_key
+                run_id,
+                RunStatus.PAUSED,
+                f"paused at gate {p.gate_key}",
+                paused_gate=p.gate_key,
+                warnings=self.warnings,
             )
         except _Rejected as r:
             self.journal.set_run_status(run_id, RunStatus.REJECTED, paused_gate=r.gate_key)
@@ -292,6 +325,7 @@ class Executor:
                 RunStatus.REJECTED,
                 f"gate {r.gate_key} was rejected by {r.who}",
                 paused_gate=r.gate_key,
+                warnings=self.warnings,
             )
         except KeyboardInterrupt:
             self.journal.set_run_status(run_id, RunStatus.INTERRUPTED)
@@ -300,10 +334,16 @@ class Executor:
         except HandrailError as exc:
             self.journal.set_run_status(run_id, RunStatus.FAILED)
             self._event(run_id, "failed", str(exc))
-            return RunResult(run_id, RunStatus.FAILED, str(exc))
+            return RunResult(
+                run_id,
+                RunStatus.FAILED,
+                str(exc),
+                error_type=type(exc).__name__,
+                warnings=self.warnings,
+            )
         self.journal.set_run_status(run_id, RunStatus.COMPLETED)
         self._event(run_id, "completed", f"run {run_id} completed")
-        return RunResult(run_id, RunStatus.COMPLETED, "completed")
+        return RunResult(run_id, RunStatus.COMPLETED, "completed", warnings=self.warnings)
 
     # -- policy 1: verified backups before any change ---------------------------------------
     def _snapshot_all(self, run_id: str) -> None:
@@ -912,6 +952,7 @@ def plan_runbook(
     out = []
     written: dict[str, str] = {}  # resource -> the earlier step that changes it
     with tempfile.TemporaryDirectory(prefix="handrail-plan-") as tmp:
+        validate_steps(runbook, bindings, Path(tmp))  # what `run`'s preflight checks first
         for step in runbook.steps:
             ctx = StepContext(
                 run_id="plan",

@@ -268,6 +268,13 @@ class Step(ABC):
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         """Apply one batch and return how many items it changed."""
 
+    def validate(self, ctx: StepContext) -> None:
+        """Raise :class:`~handrail.errors.BadInput` when the step cannot run on the state
+        ``ctx`` shows: tables, columns and keys that do not exist, SQL that does not
+        compile. Called before the first change, where no earlier step changes what this
+        one touches (a forward run on clones covers the rest); writes nothing."""
+        return None
+
     def committed_batches(self, ctx: StepContext) -> set[int]:
         """Batches the target itself says committed (exactly-once steps), else empty."""
         return set()

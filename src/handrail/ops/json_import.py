@@ -75,6 +75,15 @@ class ImportRecords(SQLiteStep):
             "mapper": describe_callable(self.mapper),
         }
 
+    def validate(self, ctx: StepContext) -> None:
+        from .sql import require_columns
+
+        db = ctx.use(self.db)
+        if not db.exists():
+            return
+        with db.connect() as conn:
+            require_columns(db, conn, self.table, self.key_cols, f"import {self.name!r} key")
+
     def source_name(self) -> str:
         return ", ".join(r.name for r in self.reads) or "source"
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..context import StepContext
+from ..errors import BadInput
 from ..model import BlastRadius, CheckResult, Outcome, Plan
 from ..resources.sqlite import SQLite, quote_ident
 from ..runbook import Gate, Stages, Step
@@ -33,6 +34,12 @@ def split_sql(script: str) -> list[str]:
     if _has_code(rest):
         out.append(rest.strip())
     return out
+
+
+def _is_ddl(stmt: str) -> bool:
+    """Whether a statement changes the schema (later statements may depend on it)."""
+    words = " ".join(line.split("--", 1)[0] for line in stmt.splitlines()).split()
+    return bool(words) and words[0].upper() in ("CREATE", "ALTER", "DROP")
 
 
 def _has_code(stmt: str) -> bool:
@@ -157,6 +164,18 @@ class SQL(SQLiteStep):
     def params(self) -> dict[str, Any]:
         return {"db": self.db.name, "up": self.up, "down": self.down, "verify": self.verify_sql}
 
+    def validate(self, ctx: StepContext) -> None:
+        """Each ``up`` statement compiles against the real schema, up to the first that
+        follows a schema change of its own (the forward run on clones checks the rest)."""
+        db = ctx.use(self.db)
+        if not db.exists():
+            return
+        with db.connect() as conn:
+            for i, stmt in enumerate(self.up, 1):
+                compile_sql(db, conn, stmt, f"statement {i} of `up`")
+                if _is_ddl(stmt):
+                    return
+
     def plan(self, ctx: StepContext) -> Plan:
         return Plan(
             summary=f"run {len(self.up)} statement(s) on {self.db.name}",
@@ -195,6 +214,38 @@ class SQL(SQLiteStep):
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in conn.execute(f"PRAGMA table_info({quote_ident(table)})")]
+
+
+def require_columns(
+    db: SQLite, conn: sqlite3.Connection, table: str, columns: Sequence[str], what: str
+) -> None:
+    """Raise BadInput naming the database, the table and each of ``columns`` it lacks."""
+    have = _columns(conn, table)
+    if not have:
+        tables = sorted(owned.sqlite_schema(conn))
+        raise BadInput(
+            f"{db.path}: there is no table {table!r} ({what}); tables: {tables or 'none'}",
+            hint="check the table name, or the database the runbook points at",
+        )
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise BadInput(
+            f"{db.path}: table {table!r} has no column(s) {missing} ({what}); its columns: {have}",
+            hint="check the column names in the runbook",
+        )
+
+
+def compile_sql(
+    db: SQLite, conn: sqlite3.Connection, stmt: str, what: str, params: Sequence[Any] = ()
+) -> None:
+    """Compile ``stmt`` against the real schema without running it (``EXPLAIN``)."""
+    try:
+        conn.execute(f"EXPLAIN {stmt}", tuple(params)).fetchall()
+    except sqlite3.Error as exc:
+        raise BadInput(
+            f"{db.path}: {what} does not compile: {exc}\n    {stmt.strip()[:300]}",
+            hint="fix the SQL in the runbook",
+        ) from exc
 
 
 def _indexes(conn: sqlite3.Connection) -> set[str]:
@@ -303,6 +354,10 @@ class AddColumns(SQLiteStep):
     def params(self) -> dict[str, Any]:
         return {"db": self.db.name, "table": self.table, "columns": self.columns}
 
+    def validate(self, ctx: StepContext) -> None:
+        with ctx.use(self.db).connect() as conn:
+            require_columns(ctx.use(self.db), conn, self.table, [], "the table to add columns to")
+
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:
             have = set(_columns(conn, self.table))
@@ -361,6 +416,10 @@ class CreateIndex(SQLiteStep):
             "columns": self.cols,
             "unique": self.unique,
         }
+
+    def validate(self, ctx: StepContext) -> None:
+        with ctx.use(self.db).connect() as conn:
+            require_columns(ctx.use(self.db), conn, self.table, self.cols, "the index's columns")
 
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:
