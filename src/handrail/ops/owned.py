@@ -43,11 +43,14 @@ class Digest:
 
 
 def _digest(rows: Iterable[tuple[Any, ...]]) -> Digest:
-    h, n = hashlib.sha256(), 0
+    """A multiset digest: the sum, modulo 2**64, of each row's 64-bit hash, and the count.
+    It streams (no sort, nothing held) and does not depend on the order rows come in."""
+    total, n = 0, 0
     for row in rows:
-        h.update(repr(row).encode() + b"\n")
+        h = hashlib.blake2b(repr(row).encode(), digest_size=8).digest()
+        total = (total + int.from_bytes(h, "big")) % (1 << 64)
         n += 1
-    return Digest(n, h.hexdigest())
+    return Digest(n, f"{total:016x}")
 
 
 # -- SQLite -----------------------------------------------------------------------------
@@ -91,8 +94,8 @@ def _not_default(conn: sqlite3.Connection, table: str, column: str) -> str:
 
 
 def sqlite_table_digest(conn: sqlite3.Connection, table: str) -> Digest:
-    rows = conn.execute(f"SELECT * FROM {quote_ident(table)}").fetchall()
-    return _digest(sorted((tuple((type(v).__name__, v) for v in r) for r in rows), key=repr))
+    cur = conn.execute(f"SELECT * FROM {quote_ident(table)}")
+    return _digest(tuple((type(v).__name__, v) for v in r) for r in cur)
 
 
 def sqlite_column_digest(conn: sqlite3.Connection, table: str, column: str) -> Digest:
@@ -101,7 +104,7 @@ def sqlite_column_digest(conn: sqlite3.Connection, table: str, column: str) -> D
     return _digest(
         conn.execute(
             f"SELECT {key}, typeof({col}), quote({col}) FROM {quote_ident(table)} "
-            f"WHERE {_not_default(conn, table, column)} ORDER BY {key}"
+            f"WHERE {_not_default(conn, table, column)}"
         )
     )
 
@@ -184,12 +187,16 @@ def _pg_name(qualified: str) -> str:
     return f'"{schema}"."{table}"'
 
 
+#: each row's text hashed to 64 bits and summed (numeric: no overflow), as in _digest
+PG_SUM = "coalesce(sum(('x' || substr(md5(x), 1, 16))::bit(64)::bigint::numeric), 0)"
+
+
 def pg_table_digest(conn: Any, table: str) -> Digest:
-    count, md5 = conn.execute(
-        f"SELECT count(*), md5(coalesce(string_agg(x, E'\\n' ORDER BY x), '')) "
-        f"FROM (SELECT t::text AS x FROM {_pg_name(table)} t) s".encode()
+    """count and the sum of row hashes: streams in the server, no sort, order-free."""
+    count, total = conn.execute(
+        f"SELECT count(*), {PG_SUM} FROM (SELECT t::text AS x FROM {_pg_name(table)} t) s".encode()
     ).fetchone()
-    return Digest(int(count), str(md5))
+    return Digest(int(count), str(total))
 
 
 def _pg_column_filter(conn: Any, table: str, column: str) -> str:
@@ -220,12 +227,12 @@ def pg_column_digest(conn: Any, table: str, column: str) -> Digest:
     del schema, name
     col = '"' + column.replace('"', '""') + '"'
     keys = " || ',' || ".join(f'"{k}"::text' for k in pk) if pk else "''"
-    count, md5 = conn.execute(
-        f"SELECT count(*), md5(coalesce(string_agg(x, E'\\n' ORDER BY x), '')) FROM "
+    count, total = conn.execute(
+        f"SELECT count(*), {PG_SUM} FROM "
         f"(SELECT ({keys}) || '=' || coalesce({col}::text, '<null>') AS x "
         f"FROM {_pg_name(table)} WHERE {_pg_column_filter(conn, table, column)}) s".encode()
     ).fetchone()
-    return Digest(int(count), str(md5))
+    return Digest(int(count), str(total))
 
 
 def pg_record(

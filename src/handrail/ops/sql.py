@@ -280,6 +280,14 @@ class CreateSchema(SQLiteStep):
         finally:
             mem.close()
 
+    def validate(self, ctx: StepContext) -> None:
+        try:
+            self._objects()
+        except sqlite3.Error as exc:
+            raise BadInput(
+                f"the ddl does not compile: {exc}", hint="fix the SQL in the runbook"
+            ) from exc
+
     def plan(self, ctx: StepContext) -> Plan:
         db = ctx.use(self.db)
         existing: set[str] = set()
