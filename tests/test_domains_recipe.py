@@ -120,6 +120,19 @@ def test_ties_queue_cli(world: dict[str, Any]) -> None:
     bad = cli("ties", "resolve", rb, first["hash"], "Astrology")
     assert bad.exit_code == 2
     assert "Astrology" in bad.output
+    # A rollback after a person resolved a tie must not drop the columns holding it.
+    rolled = cli("rollback", rb)
+    assert rolled.exit_code == 1
+    assert first["hash"] in " ".join(rolled.output.split())
+    assert SQLite("r", world["root"] / "recon.db").query(
+        "SELECT recon_domain, recon_domain_status FROM documents WHERE hash = ?", (first["hash"],)
+    ) == [(domain, "manual_assigned")]
+    kept = cli("rollback", rb, "--keep-theirs")
+    assert kept.exit_code == 1  # finished, and what stayed is listed
+    assert SQLite("r", world["root"] / "recon.db").query(
+        "SELECT recon_domain, recon_domain_status FROM documents WHERE hash = ?", (first["hash"],)
+    ) == [(domain, "manual_assigned")]
+    assert json.loads(cli("status", rb, "--json").output)["status"] == "rolled_back"
 
 
 def test_recon_side_rehearses_and_the_push_needs_a_sandbox(world: dict[str, Any]) -> None:
