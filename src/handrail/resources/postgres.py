@@ -35,6 +35,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import BackupError, HandrailError, ResourceError
+from ..fencing import postgres_fence
 from ..hashing import digest_parts, sha256_file
 from ..redact import redact
 from .base import ABSENT, Backup, Fingerprint, Resource
@@ -665,6 +666,7 @@ class Postgres(Resource):
         a resumed run can still report what an earlier process rejected.
         """
         Postgres.ensure_ledger(conn)
+        postgres_fence(conn)  # a process that lost its lease: the whole batch rolls back
         conn.execute(
             f"INSERT INTO {LEDGER_TABLE} (run_id, step, batch, items, rejects) "
             "VALUES (%s, %s, %s, %s, %s)",
@@ -709,6 +711,7 @@ class Postgres(Resource):
         row = conn.execute("SELECT to_regclass(%s)", (LEDGER_TABLE,)).fetchone()
         if row is None or row[0] is None:
             return
+        postgres_fence(conn)  # a stale rollback must not undo under a newer holder
         conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE run_id = %s AND step = %s", (run_id, step))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ResourceError
+from ..fencing import SQLITE_FENCE_TABLE, sqlite_fence
 from ..hashing import digest_parts, sha256_file
 from .base import ABSENT, Backup, Fingerprint, Resource
 
@@ -209,7 +210,12 @@ class SQLite(Resource):
     def ledger_mark(
         conn: sqlite3.Connection, run_id: str, step: str, batch: int, items: int
     ) -> None:
-        """Record a batch inside the caller's open transaction, beside the change itself."""
+        """Record a batch inside the caller's open transaction, beside the change itself.
+
+        A process whose lease was taken over is refused here (:class:`LeaseLost`), inside
+        the batch's transaction, so its whole batch rolls back (see handrail.fencing).
+        """
+        sqlite_fence(conn)
         conn.execute(SQLite.LEDGER_DDL)
         conn.execute(
             f"INSERT INTO {LEDGER_PREFIX}ledger (run_id, step, batch, items) VALUES (?,?,?,?)",
@@ -234,6 +240,7 @@ class SQLite(Resource):
         """Forget a step's batches (inside a rollback's transaction); drop empty ledgers."""
         if not _has_table(conn, f"{LEDGER_PREFIX}ledger"):
             return
+        sqlite_fence(conn)  # a stale rollback must not undo under a newer holder
         conn.execute(f"DELETE FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?", (run_id, step))
         drop_empty_ledger_tables(conn)
 
@@ -254,9 +261,15 @@ def drop_empty_ledger_tables(conn: sqlite3.Connection) -> None:
             (LEDGER_PREFIX.replace("_", "\\_") + "%",),
         )
     ]
+    kept = []
     for name in names:
         if conn.execute(f"SELECT 1 FROM {quote_ident(name)} LIMIT 1").fetchone() is None:
             conn.execute(f"DROP TABLE {quote_ident(name)}")
+        else:
+            kept.append(name)
+    # The fence row only guards the tables beside it: with them gone, it goes too.
+    if kept == [SQLITE_FENCE_TABLE]:
+        conn.execute(f"DROP TABLE {quote_ident(SQLITE_FENCE_TABLE)}")
 
 
 def schema_of(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
