@@ -241,13 +241,16 @@ class Journal:
 
     # -- transactions -------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, fenced: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (nested calls join the outer one). ``fenced``: refuse it
+        with :class:`LeaseLost` when a lease this object holds was taken over."""
         with self._lock:
             outer = self._depth == 0
             if outer:
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._check_held()
+                    if fenced:
+                        self._check_held()
                 except BaseException:
                     self.conn.execute("ROLLBACK")
                     raise
@@ -704,7 +707,8 @@ class Journal:
         """
         me = Lease(runbook_key, secrets.token_hex(8), whoami(), socket.gethostname(), os.getpid())
         now = time.time()
-        with self.transaction() as c:
+        # Not fenced: taking a lease is how a process gets a new generation.
+        with self.transaction(fenced=False) as c:
             row = c.execute("SELECT * FROM leases WHERE runbook_key=?", (runbook_key,)).fetchone()
             if row is not None:
                 holder = f"{row['owner']}@{row['host']} pid {row['pid']} (run {row['run_id']})"
@@ -821,8 +825,8 @@ class Journal:
         # process that lost its lease must still be able to let go of it on its way out.
         if self._held.get(lease.runbook_key) == lease:
             del self._held[lease.runbook_key]
-        self._lost.discard(lease.runbook_key)
-        with self.transaction() as c:
+            self._lost.discard(lease.runbook_key)
+        with self.transaction(fenced=False) as c:
             c.execute(
                 "DELETE FROM leases WHERE runbook_key=? AND token=?",
                 (lease.runbook_key, lease.token),
