@@ -153,7 +153,9 @@ def stopped_taken_over_continued(
         stop_between_writes(first, lambda: free() and lockable(journal, "BEGIN IMMEDIATE"))
         assert done_batches(journal) < ROWS // BATCH, "the run finished before the stop"
         stale(journal)
-        second = cli_proc("run", rb, "--yes", "--take-over", timeout=300)
+        taker = env | {"FENCING_TEST_DELAY": "0"}
+        second = cli_proc("run", rb, "--yes", "--take-over", env=taker, timeout=300)
+        assert second.returncode == 0, second.stdout + second.stderr
         before, seen = data(), events(journal)
     finally:
         os.kill(first.pid, signal.SIGCONT)
@@ -386,6 +388,29 @@ def test_old_generation_before_any_newer_write_is_allowed_then_overtaken(tmp_pat
     with holding(old_j.fence(old)), pytest.raises(LeaseLost):
         batch(db, "old-again", 2)
     assert SQLite("db", db).ledger_batches("run", "step") == {0, 1}
+
+
+def test_new_holder_reading_the_ledger_fences_the_target_first(tmp_path: Path) -> None:
+    # The old holder has not heard of the take-over, and the new one has not applied a
+    # batch yet: its ledger read (what committed before it took over) already closes the
+    # target, so no batch of the old holder can commit after that answer.
+    db = make_items_db(tmp_path / "items.db", n=30)
+    old_j, old, new_j, new = taken_over(tmp_path / "s", "rb")
+    with holding(old_j.fence(old)):
+        batch(db, "old", 0)
+    with holding(new_j.fence(new)):
+        assert SQLite("db", db).ledger_batches("run", "step") == {0}
+    before = sqlite_digest(db)
+    with holding(old_j.fence(old)), pytest.raises(LeaseLost):
+        batch(db, "old-after-the-read", 1)
+    assert sqlite_digest(db) == before
+
+
+def test_reading_the_ledger_outside_a_run_writes_nothing(tmp_path: Path) -> None:
+    db = make_items_db(tmp_path / "items.db", n=30)
+    before = sqlite_digest(db)
+    assert SQLite("db", db).ledger_batches("run", "step") == set()
+    assert sqlite_digest(db) == before
 
 
 def test_rollback_leaves_no_fence_table(tmp_path: Path) -> None:
