@@ -344,6 +344,17 @@ def test_heartbeat_finding_the_lease_gone_stops_the_next_write(tmp_path: Path) -
         journal.event(None, "late", "after the beat")
 
 
+def test_check_stops_a_stale_holder_before_an_untransacted_write(tmp_path: Path) -> None:
+    from handrail import fencing
+
+    old_j, old, new_j, new = taken_over(tmp_path / "s", "rb")
+    fencing.check()  # outside a run: nothing to check
+    with holding(new_j.fence(new)):
+        fencing.check()
+    with holding(old_j.fence(old)), pytest.raises(LeaseLost, match="generation 2"):
+        fencing.check()
+
+
 # -- unit: the SQLite ledger -----------------------------------------------------------------
 def batch(db: Path, status: str, batch_no: int) -> None:
     conn = sqlite3.connect(db, isolation_level=None)

@@ -88,6 +88,16 @@ def lease_lost(ours: int, theirs: int | None, holder: str | None, where: str) ->
     )
 
 
+def check() -> None:
+    """Raise :class:`LeaseLost` if this run's lease was taken over (a journal read).
+
+    For a step about to make a write no transaction covers (a file it saves, a rename):
+    call it right before, so a stale holder stops first."""
+    fence = _CURRENT.get()
+    if fence is not None:
+        fence.verify()
+
+
 def before_request(method: str) -> None:
     """Before a request that may change an external service: still our lease?"""
     fence = _CURRENT.get()
