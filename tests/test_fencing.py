@@ -46,10 +46,16 @@ DELAY = float(os.environ.get("FENCING_TEST_DELAY", "0"))
 db = SQLite("db", Path(__file__).parent / "items.db")
 
 def compute(row):
-    time.sleep(DELAY)  # slow enough to be stopped part way
     return {{"status": "s" + str(row["id"] % 7), "score": row["id"] * 1.5}}
 
-runbook = Runbook("fence", steps=[Backfill("mark", db, table="items", key="id",
+class SlowBackfill(Backfill):
+    def apply_batch(self, ctx, batch, items):
+        # Slow work between batches, outside their transactions: a stop caught here
+        # leaves no lock behind for the new holder to wait on.
+        time.sleep(DELAY)
+        return super().apply_batch(ctx, batch, items)
+
+runbook = Runbook("fence", steps=[SlowBackfill("mark", db, table="items", key="id",
     columns=["status", "score"], compute=compute, batch_size={BATCH})])
 """
 
@@ -109,10 +115,10 @@ def lockable(path: Path, begin: str) -> bool:
 
 def stop_between_writes(proc: subprocess.Popen[str], free: Callable[[], bool]) -> None:
     """SIGSTOP ``proc`` at an instant it holds no lock (``free``): stopped inside a write
-    transaction it would block the new holder, which SQLite and PostgreSQL cannot fence."""
-    for _ in range(2000):
+    transaction it would block the new holder (who waits: there is nothing to fence)."""
+    for _ in range(500):
         os.kill(proc.pid, signal.SIGSTOP)
-        time.sleep(0.02)  # let the stop land
+        time.sleep(0.01)  # let the stop land
         if free():
             return
         os.kill(proc.pid, signal.SIGCONT)
@@ -186,7 +192,7 @@ def test_stopped_holder_is_fenced_out_after_take_over(
     rb = write(tmp_path / "rb.py", RUNBOOK)
     second, err, code = stopped_taken_over_continued(
         rb,
-        {"FENCING_TEST_DELAY": "0.002"},
+        {"FENCING_TEST_DELAY": "0.05"},
         free=lambda: lockable(db, "BEGIN EXCLUSIVE"),
         data=lambda: sqlite_digest(db),
     )
@@ -219,10 +225,14 @@ DELAY = float(os.environ.get("FENCING_TEST_DELAY", "0"))
 db = Postgres("pg", os.environ["FENCING_TEST_DSN"])
 
 def compute(row):
-    time.sleep(DELAY)
     return {"category": 100 + row["id"] % 18, "score": row["id"] / 4}
 
-runbook = Runbook("pgfence", steps=[PgBackfill("categories", db, table="video", key="id",
+class SlowBackfill(PgBackfill):
+    def apply_batch(self, ctx, batch, items):
+        time.sleep(DELAY)  # outside the batch's transaction
+        return super().apply_batch(ctx, batch, items)
+
+runbook = Runbook("pgfence", steps=[SlowBackfill("categories", db, table="video", key="id",
     columns=["category", "score"], compute=compute, batch_size=50)])
 """
 
@@ -259,7 +269,7 @@ def test_stopped_holder_is_fenced_out_on_postgres(pg_dsn: str, tmp_path: Path) -
     original = pg_digest(pg_dsn)
     ref_root, root = tmp_path / "ref", tmp_path / "w"
     rb = write(root / "rb.py", PG_RUNBOOK)
-    env = {"FENCING_TEST_DSN": pg_dsn, "FENCING_TEST_DELAY": "0.002"}
+    env = {"FENCING_TEST_DSN": pg_dsn, "FENCING_TEST_DELAY": "0.05"}
     second, err, code = stopped_taken_over_continued(
         rb,
         env,
