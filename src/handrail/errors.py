@@ -9,7 +9,8 @@
     ├── StepFailed                exit 1   a step's apply or rollback raised
     ├── CheckFailed               exit 1   a gate's check failed
     ├── BackupError               exit 1   a backup could not be taken or did not verify
-    └── RollbackConflict          exit 1   rows changed by someone else after the run wrote them
+    ├── RollbackConflict          exit 1   rows changed by someone else after the run wrote them
+    └── LeaseLost                 exit 1   another process took the lease over; this one stopped
 
 The CLI turns each into its message and ``exit_code``. The library never prints.
 """
@@ -73,3 +74,8 @@ class RollbackConflict(HandrailError):
     def __init__(self, message: str, *, hint: str | None = None, items: list[str] | None = None):
         super().__init__(message, hint=hint)
         self.items = list(items or [])
+
+
+class LeaseLost(HandrailError):
+    """Another process took this run's lease over (a newer lease generation): this process
+    stopped at its next write and applied nothing more; the new holder continues."""

@@ -30,6 +30,7 @@ from .errors import (
     RollbackConflict,
     StepFailed,
 )
+from .fencing import enter_fence, holding, leave_fence
 from .journal import Heartbeat, Journal, Lease, whoami
 from .model import RESUMABLE, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
 from .preflight import DEFAULT_LIMIT, PreflightReport, preflight, validate_steps
@@ -218,7 +219,8 @@ class Executor:
             self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over
         )
         try:
-            with Heartbeat(self.journal, lease, self.options.lease_ttl):
+            fence = holding(self.journal.fence(lease))  # targets refuse a stale holder
+            with Heartbeat(self.journal, lease, self.options.lease_ttl), fence:
                 return self._run_locked(lease)
         finally:
             self.journal.release_lease(lease)
@@ -652,7 +654,8 @@ class Executor:
             self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over, run_id=run_id
         )
         try:
-            with Heartbeat(self.journal, lease, self.options.lease_ttl):
+            fence = holding(self.journal.fence(lease))  # targets refuse a stale holder
+            with Heartbeat(self.journal, lease, self.options.lease_ttl), fence:
                 if force:
                     refusals = self._force_refusals(run_id, todo)
                     if refusals:
@@ -923,6 +926,7 @@ class Executor:
             self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over, run_id=run_id
         )
         restored = []
+        fenced = enter_fence(self.journal.fence(lease))  # targets refuse a stale holder
         try:
             backups = self._backups(run_id)
             if not backups:
@@ -943,6 +947,7 @@ class Executor:
                 self._event(run_id, "restored", f"{r.name} restored from backup", resource=r.name)
             self.journal.set_run_status(run_id, RunStatus.ROLLED_BACK)
         finally:
+            leave_fence(fenced)
             self.journal.release_lease(lease)
         return restored
 

@@ -19,12 +19,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import LeaseHeld, ResourceError
+from .fencing import Fence, lease_lost
 from .model import RunStatus, StepStatus
 from .redact import redact, redact_obj
 
@@ -111,7 +112,16 @@ CREATE TABLE IF NOT EXISTS leases (
     runbook_key TEXT PRIMARY KEY,
     run_id TEXT, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
     token TEXT NOT NULL, acquired_at TEXT NOT NULL, heartbeat_at REAL NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0  -- the fencing token: see fences
+);
+-- One row per runbook, never deleted: the last lease generation handed out, so a holder
+-- that lost its lease finds a greater number here even after the new holder released it.
+CREATE TABLE IF NOT EXISTS fences (
+    runbook_key TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    holder TEXT NOT NULL,            -- owner@host pid N
+    acquired_at TEXT NOT NULL
 );
 """
 
@@ -176,6 +186,11 @@ class Lease:
     owner: str
     host: str
     pid: int
+    generation: int = 0  # the fencing token: one more than the lease it replaced
+
+    @property
+    def holder(self) -> str:
+        return f"{self.owner}@{self.host} pid {self.pid}"
 
 
 class Journal:
@@ -197,6 +212,7 @@ class Journal:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.executescript(SCHEMA)
+            _upgrade(self.conn)
         except sqlite3.DatabaseError as exc:
             raise ResourceError(
                 f"journal {self.path} is not usable: {exc}",
@@ -205,6 +221,10 @@ class Journal:
         self.conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._depth = 0
+        # Leases this object holds, by runbook key: each write checks its generation is
+        # still the newest (fencing), and ``_lost`` those a heartbeat found taken.
+        self._held: dict[str, Lease] = {}
+        self._lost: set[str] = set()
         self._events_seen = 0
         crash = os.environ.get(CRASH_ENV)
         self._crash_at = int(crash) if crash and crash.isdigit() else None
@@ -221,11 +241,19 @@ class Journal:
 
     # -- transactions -------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, fenced: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (nested calls join the outer one). ``fenced``: refuse it
+        with :class:`LeaseLost` when a lease this object holds was taken over."""
         with self._lock:
             outer = self._depth == 0
             if outer:
                 self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if fenced:
+                        self._check_held()
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
             self._depth += 1
             try:
                 yield self.conn
@@ -238,6 +266,21 @@ class Journal:
             if outer:
                 self.conn.execute("COMMIT")
                 self._maybe_crash()
+
+    def _check_held(self) -> None:
+        """Refuse to write for a lease that a newer generation replaced (one indexed read
+        per lease held, inside the write transaction, so nothing can slip in between)."""
+        for lease in self._held.values():
+            self._verify(lease, "the journal")
+
+    def _verify(self, lease: Lease, where: str) -> None:
+        row = self.conn.execute(
+            "SELECT generation, holder FROM fences WHERE runbook_key=?", (lease.runbook_key,)
+        ).fetchone()
+        if row is not None and int(row[0]) > lease.generation:
+            raise lease_lost(lease.generation, int(row[0]), str(row[1]), where)
+        if lease.runbook_key in self._lost:
+            raise lease_lost(lease.generation, None, None, where)
 
     def _maybe_crash(self) -> None:
         # Counted per commit so the crash test can stop the process between any two
@@ -684,7 +727,8 @@ class Journal:
         """
         me = Lease(runbook_key, secrets.token_hex(8), whoami(), socket.gethostname(), os.getpid())
         now = time.time()
-        with self.transaction() as c:
+        # Not fenced: taking a lease is how a process gets a new generation.
+        with self.transaction(fenced=False) as c:
             row = c.execute("SELECT * FROM leases WHERE runbook_key=?", (runbook_key,)).fetchone()
             if row is not None:
                 holder = f"{row['owner']}@{row['host']} pid {row['pid']} (run {row['run_id']})"
@@ -705,9 +749,10 @@ class Journal:
                         f"(no heartbeat for {now - row['heartbeat_at']:.0f}s)",
                         hint="make sure that run is really gone, then pass --take-over",
                     )
+            me = replace(me, generation=self._next_generation(c, me))
             c.execute(
                 "INSERT OR REPLACE INTO leases (runbook_key, run_id, owner, host, pid, token, "
-                "acquired_at, heartbeat_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                "acquired_at, heartbeat_at, expires_at, generation) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     runbook_key,
                     run_id,
@@ -718,6 +763,7 @@ class Journal:
                     now_iso(),
                     now,
                     now + ttl,
+                    me.generation,
                 ),
             )
             if row is not None:
@@ -730,10 +776,51 @@ class Journal:
                         "lease",
                         None,
                         f"lease taken from {row['owner']}@{row['host']} pid {row['pid']}",
-                        _dumps({"previous_run": row["run_id"], "take_over": take_over}),
+                        _dumps(
+                            {
+                                "previous_run": row["run_id"],
+                                "take_over": take_over,
+                                "generation": me.generation,
+                            }
+                        ),
                     ),
                 )
+        self._held[runbook_key] = me
+        self._lost.discard(runbook_key)
         return me
+
+    @staticmethod
+    def _next_generation(c: sqlite3.Connection, me: Lease) -> int:
+        """Hand out the runbook's next lease generation (every acquisition gets one)."""
+        c.execute(
+            "INSERT INTO fences (runbook_key, generation, holder, acquired_at) "
+            "VALUES (?, 1, ?, ?) ON CONFLICT (runbook_key) DO UPDATE SET "
+            "generation = generation + 1, holder = excluded.holder, "
+            "acquired_at = excluded.acquired_at",
+            (me.runbook_key, me.holder, now_iso()),
+        )
+        row = c.execute(
+            "SELECT generation FROM fences WHERE runbook_key=?", (me.runbook_key,)
+        ).fetchone()
+        return int(row[0])
+
+    def fence(self, lease: Lease) -> Fence:
+        """The fence targets store and check for ``lease`` (see :mod:`handrail.fencing`)."""
+        return Fence(
+            scope=f"{self.path.resolve()}#{lease.runbook_key}",
+            generation=lease.generation,
+            holder=lease.holder,
+            verify=lambda: self.check_lease(lease),
+        )
+
+    def check_lease(self, lease: Lease, where: str = "the journal") -> None:
+        """Raise :class:`LeaseLost` when a newer generation replaced ``lease``."""
+        with self._lock:
+            self._verify(lease, where)
+
+    def lease_gone(self, lease: Lease) -> None:
+        """A heartbeat found the lease row taken: the next write stops (no re-taking)."""
+        self._lost.add(lease.runbook_key)
 
     def lease_run(self, lease: Lease, run_id: str) -> None:
         with self.transaction() as c:
@@ -749,10 +836,17 @@ class Journal:
                 "UPDATE leases SET heartbeat_at=?, expires_at=? WHERE runbook_key=? AND token=?",
                 (now, now + ttl, lease.runbook_key, lease.token),
             )
+        if cur.rowcount != 1:
+            self.lease_gone(lease)
         return cur.rowcount == 1
 
     def release_lease(self, lease: Lease) -> None:
-        with self.transaction() as c:
+        # Not fenced: deleting by our own token never touches a newer holder's row, and a
+        # process that lost its lease must still be able to let go of it on its way out.
+        if self._held.get(lease.runbook_key) == lease:
+            del self._held[lease.runbook_key]
+            self._lost.discard(lease.runbook_key)
+        with self.transaction(fenced=False) as c:
             c.execute(
                 "DELETE FROM leases WHERE runbook_key=? AND token=?",
                 (lease.runbook_key, lease.token),
@@ -763,6 +857,26 @@ class Journal:
             "SELECT * FROM leases WHERE runbook_key=?", (runbook_key,)
         ).fetchone()
         return dict(row) if row else None
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a journal written by an older handrail up to this schema, in place.
+
+    Tables are added by ``SCHEMA`` itself (``CREATE TABLE IF NOT EXISTS``); columns are
+    added here, under a write lock so two processes opening it at once do not both try.
+    """
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(leases)")}
+    if "generation" in cols:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(leases)")}
+        if "generation" not in cols:
+            conn.execute("ALTER TABLE leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -803,12 +917,17 @@ class Heartbeat:
             while not self._stop.wait(self.ttl / 3):
                 now = time.time()
                 try:
-                    conn.execute(
+                    cur = conn.execute(
                         "UPDATE leases SET heartbeat_at=?, expires_at=? "
                         "WHERE runbook_key=? AND token=?",
                         (now, now + self.ttl, self.lease.runbook_key, self.lease.token),
                     )
                 except sqlite3.Error:
-                    pass  # the next beat tries again; expiry is generous
+                    continue  # the next beat tries again; expiry is generous
+                if cur.rowcount != 1:
+                    # Someone took the lease over while this process did not beat (stopped,
+                    # hung): never take it back; the run stops at its next write.
+                    self.journal.lease_gone(self.lease)
+                    return
         finally:
             conn.close()

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import fencing
 from ..errors import ResourceError, StepFailed
 from ..hashing import canonical_json, digest_parts, sha256_file, sha256_text
 from ..redact import redact, register_secret
@@ -313,6 +314,7 @@ class HTTPService(Resource):
                 stats["requests"] += 1
                 if attempt:
                     stats["retries"] += 1
+            fencing.before_request(method)  # a process that lost its lease sends no write
             try:
                 kwargs: dict[str, Any] = {} if json is None and safe else {"json": json}
                 resp = client.request(method, path, **kwargs)

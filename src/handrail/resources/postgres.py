@@ -35,6 +35,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import BackupError, HandrailError, ResourceError
+from ..fencing import current_fence, postgres_fence
 from ..hashing import digest_parts, sha256_file
 from ..redact import redact
 from .base import ABSENT, Backup, Fingerprint, Resource
@@ -669,6 +670,7 @@ class Postgres(Resource):
         a resumed run can still report what an earlier process rejected.
         """
         Postgres.ensure_ledger(conn)
+        postgres_fence(conn)  # a process that lost its lease: the whole batch rolls back
         conn.execute(
             f"INSERT INTO {LEDGER_TABLE} (run_id, step, batch, items, rejects) "
             "VALUES (%s, %s, %s, %s, %s)",
@@ -676,9 +678,23 @@ class Postgres(Resource):
         )
 
     def ledger_batches(self, run_id: str, step: str) -> set[int]:
-        """Batches of ``step`` in ``run_id`` that committed in this database."""
+        """Batches of ``step`` in ``run_id`` that committed in this database.
+
+        During a run, our lease generation is recorded first, in the same transaction:
+        a holder we took over cannot commit a batch after this answer (its ledger_mark
+        waits for our fence row, then finds the newer generation).
+        """
         if not self.exists():
             return set()
+        if current_fence() is not None:
+            with self.connect() as conn, conn.transaction():
+                Postgres.ensure_ledger(conn)
+                postgres_fence(conn)
+                rows = conn.execute(
+                    f"SELECT batch FROM {LEDGER_TABLE} WHERE run_id = %s AND step = %s",
+                    (run_id, step),
+                ).fetchall()
+            return {int(r[0]) for r in rows}
         with self.connect() as conn:
             row = conn.execute("SELECT to_regclass(%s)", (LEDGER_TABLE,)).fetchone()
             if row is None or row[0] is None:
@@ -713,6 +729,7 @@ class Postgres(Resource):
         row = conn.execute("SELECT to_regclass(%s)", (LEDGER_TABLE,)).fetchone()
         if row is None or row[0] is None:
             return
+        postgres_fence(conn)  # a stale rollback must not undo under a newer holder
         conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE run_id = %s AND step = %s", (run_id, step))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ResourceError
+from ..fencing import SQLITE_FENCE_TABLE, current_fence, sqlite_fence
 from ..hashing import digest_parts, sha256_file
 from .base import ABSENT, Backup, Fingerprint, Resource
 
@@ -243,7 +244,12 @@ class SQLite(Resource):
     def ledger_mark(
         conn: sqlite3.Connection, run_id: str, step: str, batch: int, items: int
     ) -> None:
-        """Record a batch inside the caller's open transaction, beside the change itself."""
+        """Record a batch inside the caller's open transaction, beside the change itself.
+
+        A process whose lease was taken over is refused here (:class:`LeaseLost`), inside
+        the batch's transaction, so its whole batch rolls back (see handrail.fencing).
+        """
+        sqlite_fence(conn)
         conn.execute(SQLite.LEDGER_DDL)
         conn.execute(
             f"INSERT INTO {LEDGER_PREFIX}ledger (run_id, step, batch, items) VALUES (?,?,?,?)",
@@ -251,25 +257,48 @@ class SQLite(Resource):
         )
 
     def ledger_batches(self, run_id: str, step: str) -> set[int]:
-        """Batches of ``step`` in ``run_id`` that committed in this database."""
+        """Batches of ``step`` in ``run_id`` that committed in this database.
+
+        During a run, our lease generation is recorded first, in the same transaction:
+        a holder we took over cannot commit a batch after this answer (its ledger_mark
+        finds the newer generation), so the answer stays true while we apply the rest.
+        """
         if not self.path.exists():
             return set()
         with self.connect() as conn:
-            if not _has_table(conn, f"{LEDGER_PREFIX}ledger"):
-                return set()
-            rows = conn.execute(
-                f"SELECT batch FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?",
-                (run_id, step),
-            ).fetchall()
-        return {int(r[0]) for r in rows}
+            if current_fence() is not None:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    sqlite_fence(conn)
+                    done = _ledger_rows(conn, run_id, step)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                return done
+            return _ledger_rows(conn, run_id, step)
 
     @staticmethod
     def ledger_clear(conn: sqlite3.Connection, run_id: str, step: str) -> None:
         """Forget a step's batches (inside a rollback's transaction); drop empty ledgers."""
-        if not _has_table(conn, f"{LEDGER_PREFIX}ledger"):
+        ledger = _has_table(conn, f"{LEDGER_PREFIX}ledger")
+        if not ledger and not _has_table(conn, SQLITE_FENCE_TABLE):
             return
-        conn.execute(f"DELETE FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?", (run_id, step))
+        sqlite_fence(conn)  # a stale rollback must not undo under a newer holder
+        if ledger:
+            conn.execute(
+                f"DELETE FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?", (run_id, step)
+            )
         drop_empty_ledger_tables(conn)
+
+
+def _ledger_rows(conn: sqlite3.Connection, run_id: str, step: str) -> set[int]:
+    if not _has_table(conn, f"{LEDGER_PREFIX}ledger"):
+        return set()
+    rows = conn.execute(
+        f"SELECT batch FROM {LEDGER_PREFIX}ledger WHERE run_id=? AND step=?", (run_id, step)
+    ).fetchall()
+    return {int(r[0]) for r in rows}
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -288,9 +317,15 @@ def drop_empty_ledger_tables(conn: sqlite3.Connection) -> None:
             (LEDGER_PREFIX.replace("_", "\\_") + "%",),
         )
     ]
+    kept = []
     for name in names:
         if conn.execute(f"SELECT 1 FROM {quote_ident(name)} LIMIT 1").fetchone() is None:
             conn.execute(f"DROP TABLE {quote_ident(name)}")
+        else:
+            kept.append(name)
+    # The fence row only guards the tables beside it: with them gone, it goes too.
+    if kept == [SQLITE_FENCE_TABLE]:
+        conn.execute(f"DROP TABLE {quote_ident(SQLITE_FENCE_TABLE)}")
 
 
 def schema_of(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
