@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .diskfull import disk_full, is_disk_full
 from .errors import LeaseHeld, ResourceError
 from .model import RunStatus, StepStatus
 from .redact import redact, redact_obj
@@ -90,6 +91,7 @@ CREATE TABLE IF NOT EXISTS backups (
     path TEXT, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
     fingerprint TEXT NOT NULL, meta TEXT NOT NULL,
     taken_at TEXT NOT NULL, verified_at TEXT, evidence TEXT,
+    host TEXT,                       -- where it was taken; NULL in journals from before
     PRIMARY KEY (run_id, resource)
 );
 CREATE TABLE IF NOT EXISTS rejects (
@@ -197,7 +199,10 @@ class Journal:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.executescript(SCHEMA)
+            _add_missing_columns(self.conn)
         except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                raise disk_full(self.path, "the journal", exc) from exc
             raise ResourceError(
                 f"journal {self.path} is not usable: {exc}",
                 hint="point --state-dir at another directory, or restore the journal",
@@ -222,22 +227,52 @@ class Journal:
     # -- transactions -------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Group journal writes into one record: all of them commit, or none.
+
+        Every journal write passes here, so this is where a full disk is recognised: the
+        record is rolled back whole (the journal stays as it was before it) and
+        :class:`DiskFull` names the state directory's disk and its free space."""
         with self._lock:
             outer = self._depth == 0
             if outer:
-                self.conn.execute("BEGIN IMMEDIATE")
+                self._begin()
             self._depth += 1
             try:
                 yield self.conn
-            except BaseException:
+            except BaseException as exc:
                 self._depth -= 1
                 if outer:
-                    self.conn.execute("ROLLBACK")
+                    self._rollback_quietly()
+                    if isinstance(exc, sqlite3.Error) and is_disk_full(exc):
+                        raise disk_full(self.path, "a journal record", exc) from exc
                 raise
             self._depth -= 1
             if outer:
-                self.conn.execute("COMMIT")
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._rollback_quietly()
+                    if is_disk_full(exc):
+                        raise disk_full(self.path, "a journal record", exc) from exc
+                    raise
                 self._maybe_crash()
+
+    def _begin(self) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                raise disk_full(self.path, "a journal record", exc) from exc
+            raise
+
+    def _rollback_quietly(self) -> None:
+        # After a failed COMMIT SQLite may already have rolled back; either way the
+        # record is gone whole, which is what matters.
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def _maybe_crash(self) -> None:
         # Counted per commit so the crash test can stop the process between any two
@@ -572,8 +607,8 @@ class Journal:
         with self.transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO backups (run_id, resource, kind, path, sha256, size, "
-                "fingerprint, meta, taken_at, verified_at, evidence) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "fingerprint, meta, taken_at, verified_at, evidence, host) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     backup.resource,
@@ -586,10 +621,12 @@ class Journal:
                     now_iso(),
                     now_iso(),
                     _dumps(evidence),
+                    socket.gethostname(),
                 ),
             )
 
     def backups(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Backup rows; ``host`` is where each was taken (None: recorded before hosts were)."""
         sql = "SELECT * FROM backups"
         args: tuple[Any, ...] = ()
         if run_id is not None:
@@ -743,6 +780,13 @@ class Journal:
             "SELECT * FROM leases WHERE runbook_key=?", (runbook_key,)
         ).fetchone()
         return dict(row) if row else None
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a journal written by an older handrail up to the schema (columns only)."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(backups)")}
+    if "host" not in have:
+        conn.execute("ALTER TABLE backups ADD COLUMN host TEXT")
 
 
 def _pid_alive(pid: int) -> bool:
