@@ -33,6 +33,7 @@ from .errors import (
 from .journal import Heartbeat, Journal, Lease, whoami
 from .model import RESUMABLE, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
 from .resources.base import Backup, Fingerprint, Resource, verify_backup
+from .restore import RestoreResult, restore_backups
 from .runbook import Check, Gate, Runbook, Step
 
 
@@ -659,34 +660,19 @@ class Executor:
         return conflicts
 
     # -- restore from backups (the last resort) ---------------------------------------------
-    def restore_backups(self, run_id: str) -> list[str]:
-        """Put every resource back from this run's verified backups, whole."""
-        lease = self.journal.acquire_lease(
-            self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over, run_id=run_id
+    def restore_backups(self, run_id: str) -> RestoreResult:
+        """Put every resource back from this run's verified backups, whole, after keeping
+        the current state as an undoable restore run (see :mod:`handrail.restore`)."""
+        return restore_backups(
+            self.journal,
+            self.runbook,
+            run_id,
+            runbook_key=self.key,
+            take_over=self.options.take_over,
+            lease_ttl=self.options.lease_ttl,
+            resource=self.resource,
+            event=self._event,
         )
-        restored = []
-        try:
-            backups = self._backups(run_id)
-            if not backups:
-                raise PolicyError(f"run {run_id} has no backups")
-            for r in self.runbook.snapshotted:
-                b = backups.get(r.name)
-                if b is None:
-                    continue
-                res = self.resource(r)
-                res.restore(b)
-                got = res.fingerprint()
-                if got.digest != b.fingerprint.digest:
-                    raise BackupError(
-                        f"{r.name}: restored content differs from the backup: "
-                        f"{', '.join(b.fingerprint.diff(got))}"
-                    )
-                restored.append(r.name)
-                self._event(run_id, "restored", f"{r.name} restored from backup", resource=r.name)
-            self.journal.set_run_status(run_id, RunStatus.ROLLED_BACK)
-        finally:
-            self.journal.release_lease(lease)
-        return restored
 
 
 def plan_runbook(
