@@ -18,8 +18,16 @@ from .errors import DiskFull
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """True when ``exc`` (or what it was raised from) says a disk or quota is full."""
+#: below this many free bytes, an SQLite I/O error is taken for a full disk
+NEARLY_FULL = 1 << 20
+
+
+def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
+    """True when ``exc`` (or what it was raised from) says a disk or quota is full.
+
+    SQLite reports some full-disk writes as I/O errors (growing the ``-shm`` file of a WAL
+    database gives ``SQLITE_IOERR_SHMSIZE``): with ``path`` given, an I/O error while the
+    disk holding ``path`` has under :data:`NEARLY_FULL` bytes free counts as full too."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
@@ -30,6 +38,10 @@ def is_disk_full(exc: BaseException) -> bool:
                 return True
             if "database or disk is full" in str(cur):
                 return True
+            if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and path is not None:
+                free = free_bytes(path)
+                if free is not None and free < NEARLY_FULL:
+                    return True
         if isinstance(cur, OSError) and cur.errno in _FULL_ERRNOS:
             return True
         cur = cur.__cause__ or cur.__context__

@@ -201,7 +201,7 @@ class Journal:
             self.conn.executescript(SCHEMA)
             _add_missing_columns(self.conn)
         except sqlite3.DatabaseError as exc:
-            if is_disk_full(exc):
+            if is_disk_full(exc, self.path):
                 raise disk_full(self.path, "the journal", exc) from exc
             raise ResourceError(
                 f"journal {self.path} is not usable: {exc}",
@@ -243,7 +243,7 @@ class Journal:
                 self._depth -= 1
                 if outer:
                     self._rollback_quietly()
-                    if isinstance(exc, sqlite3.Error) and is_disk_full(exc):
+                    if isinstance(exc, sqlite3.Error) and is_disk_full(exc, self.path):
                         raise disk_full(self.path, "a journal record", exc) from exc
                 raise
             self._depth -= 1
@@ -252,7 +252,7 @@ class Journal:
                     self.conn.execute("COMMIT")
                 except sqlite3.Error as exc:
                     self._rollback_quietly()
-                    if is_disk_full(exc):
+                    if is_disk_full(exc, self.path):
                         raise disk_full(self.path, "a journal record", exc) from exc
                     raise
                 self._maybe_crash()
@@ -261,7 +261,7 @@ class Journal:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            if is_disk_full(exc):
+            if is_disk_full(exc, self.path):
                 raise disk_full(self.path, "a journal record", exc) from exc
             raise
 
