@@ -175,3 +175,39 @@ def test_data_disk_fills_mid_run_then_resumes(tmp_path: Path, tmpfs: Path, leave
         resumed = cli_proc("run", rb, "--yes", "--state-dir", str(state))
         assert resumed.returncode == 0, resumed.stderr
     assert sqlite_digest(db, include_handrail=False) == want
+
+
+RETIRE = """
+from pathlib import Path
+from handrail import Runbook, SQLite
+from handrail.ops.sql import SQL
+db = SQLite("items", Path({db!r}))
+runbook = Runbook("retire", steps=[
+    SQL("retire old", db, up="UPDATE items SET status='retired' WHERE status='old'",
+        down="UPDATE items SET status='old' WHERE status='retired'"),
+])
+"""
+
+
+@pytest.mark.parametrize("leave", levels(64 * KIB))
+def test_backups_restore_on_a_full_state_disk_changes_nothing(
+    tmp_path: Path, tmpfs: Path, leave: int
+) -> None:
+    db = make_items_db(tmp_path / "items.db", 200)
+    original = sqlite_digest(db)
+    state = tmpfs / "state"
+    rb = write(tmp_path / "rb.py", RETIRE.format(db=str(db)))
+    done = cli_proc("run", rb, "--yes", "--state-dir", str(state))
+    assert done.returncode == 0, done.stderr
+    after_run = sqlite_digest(db)
+    filler = fill(tmpfs, leave)
+    full = cli_proc("backups", "restore", str(rb), "--yes", "--state-dir", str(state))
+    print(f"left {leave} bytes free: exit {full.returncode}")
+    assert leave > 0 or full.returncode == 1, full.stderr
+    if full.returncode != 0:
+        assert_clear(full, state)
+        assert sqlite_digest(db) == after_run  # the pre-restore snapshot came first
+        filler.unlink()
+        full = cli_proc("backups", "restore", str(rb), "--yes", "--state-dir", str(state))
+    assert full.returncode == 0, full.stderr
+    assert sqlite_digest(db) == original

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .diskfull import disk_full, is_disk_full
 from .errors import BackupError, HandrailError, PolicyError
 from .journal import Heartbeat, Journal
 from .model import RunStatus, StepStatus
@@ -266,6 +267,9 @@ def _snapshot_before(
         except HandrailError:
             raise
         except Exception as exc:
+            if is_disk_full(exc, dest):
+                what = f"the snapshot of {res.name} (nothing was restored)"
+                raise disk_full(dest, what, exc) from exc
             raise BackupError(
                 f"snapshot of {res.describe()} before the restore failed: {exc!r}; "
                 "nothing was restored"
@@ -295,6 +299,9 @@ def _restore_each(
         except HandrailError:
             raise
         except Exception as exc:
+            where = getattr(res, "path", None)
+            if isinstance(where, Path) and is_disk_full(exc, where):
+                raise disk_full(where, f"the restore of {res.name}", exc) from exc
             raise BackupError(
                 f"{res.name}: restore failed: {exc!r}",
                 hint=f"undo what was restored so far: `handrail backups restore {undo}`",
