@@ -667,23 +667,55 @@ def backups_verify(run_ref: str | None, state_dir: Path | None) -> None:
 
 @backups.command("restore")
 @click.argument("run_ref", metavar="RUN")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (read the list first).")
+@click.option("--dry-run", is_flag=True, help="Only show what the restore would overwrite.")
 @click.option("--take-over", is_flag=True, help="Take over a stale lease of another run.")
 @state_option
-def backups_restore(run_ref: str, yes: bool, take_over: bool, state_dir: Path | None) -> None:
-    """Put every resource back from a run's backups, whole (overwrites later changes)."""
+@json_option
+def backups_restore(
+    run_ref: str,
+    yes: bool,
+    dry_run: bool,
+    take_over: bool,
+    state_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Put every resource back from a run's backups, whole.
+
+    First shows what it overwrites (per resource, what differs from the backup and which
+    runs wrote it since), then asks; the current state is snapshotted before anything is
+    overwritten, so the restore can itself be undone with the command it prints. RUN is a
+    run id (also of an earlier restore, to undo it) or a runbook file (its latest run).
+    """
+    from .cli_restore import confirm_restore, print_restore_plan, print_restored
+    from .restore import plan_restore
+
     with errors():
-        journal, r = resolve_run(run_ref, state_dir)
+        journal, r = resolve_any_run(run_ref, state_dir)
         rb = load_for(r)
-        if not yes and not click.confirm(
-            f"Restore every resource of {rb.name} to its state before run {r.id}? Changes made "
-            "since, by anyone, are lost",
-            default=False,
-        ):
-            raise PolicyError("not confirmed")
         ex = Executor(rb, journal, runbook_key=r.runbook_key, options=options(take_over=take_over))
-        restored = ex.restore_backups(r.id)
-        console.print(f"[green]restored and verified:[/] {', '.join(restored)}")
+        plan = plan_restore(journal, rb, r.id, ex.resource)
+        if as_json and dry_run:
+            click.echo(json.dumps(plan.to_json(), indent=2))
+            return
+        print_restore_plan(console, err_console, plan)
+        if dry_run:
+            return
+        confirm_restore(plan, yes=yes)
+        result = ex.restore_backups(r.id)
+        print_restored(console, result, journal, state_dir)
+
+
+def resolve_any_run(ref: str, state_dir: Path | None) -> tuple[Journal, RunRow]:
+    """Like :func:`resolve_run`, but an id may also name a restore (to undo it)."""
+    try:
+        return resolve_run(ref, state_dir)
+    except BadInput:
+        journal = open_journal(None, state_dir)
+        matches = [x for x in journal.runs(mode=None) if x.id == ref or x.id.startswith(ref)]
+        if len(matches) != 1:
+            raise
+        return journal, matches[0]
 
 
 # -- fingerprint ----------------------------------------------------------------------------------

@@ -4,11 +4,13 @@
     ├── BadInput                  exit 2   bad runbook, missing path, corrupt file, bad option
     │   ├── RunbookError          exit 2   runbook file cannot be loaded or is malformed
     │   ├── ResourceError         exit 2   a resource is missing, unreadable or corrupt
+    │   │   └── CredentialsRefused exit 2  a service answered 401/403 to handrail's token
     │   └── PolicyError           exit 2   the engine refuses: a rule in DESIGN's policy forbids it
     │       └── LeaseHeld         exit 2   another run holds the runbook's lease
     ├── StepFailed                exit 1   a step's apply or rollback raised
     ├── CheckFailed               exit 1   a gate's check failed
     ├── BackupError               exit 1   a backup could not be taken or did not verify
+    ├── DiskFull                  exit 1   a disk filled during a run; free space and resume
     ├── RollbackConflict          exit 1   rows changed by someone else after the run wrote them
     └── LeaseLost                 exit 1   another process took the lease over; this one stopped
 
@@ -48,6 +50,14 @@ class ResourceError(BadInput):
     """A resource is missing, unreadable, corrupt, or of the wrong kind."""
 
 
+class CredentialsRefused(ResourceError):
+    """A service refused the credentials (401, or 403 for the whole service)."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
 class PolicyError(BadInput):
     """The engine refuses an action that its safety policy forbids."""
 
@@ -66,6 +76,20 @@ class CheckFailed(HandrailError):
 
 class BackupError(HandrailError):
     """A backup could not be taken, or it failed its verification."""
+
+
+class DiskFull(HandrailError):
+    """A disk filled up while writing: ``path`` is where, ``free`` how many bytes are left.
+
+    The write that failed was rolled back (the journal commits whole records or none), so
+    the run resumes with the same command once space is freed."""
+
+    def __init__(
+        self, message: str, *, path: str, free: int | None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.free = free
 
 
 class RollbackConflict(HandrailError):

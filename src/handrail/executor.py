@@ -22,19 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from .context import StepContext
+from .diskfull import disk_full, is_disk_full
 from .errors import (
     BackupError,
     CheckFailed,
+    CredentialsRefused,
     HandrailError,
     PolicyError,
     RollbackConflict,
     StepFailed,
 )
-from .fencing import enter_fence, holding, leave_fence
+from .fencing import holding
 from .journal import Heartbeat, Journal, Lease, whoami
 from .model import RESUMABLE, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
 from .preflight import DEFAULT_LIMIT, PreflightReport, preflight, validate_steps
 from .resources.base import Backup, Fingerprint, Resource, verify_backup
+from .restore import RestoreResult, restore_backups
 from .runbook import Check, Gate, Runbook, Step
 
 
@@ -336,6 +339,8 @@ class Executor:
         except HandrailError as exc:
             self.journal.set_run_status(run_id, RunStatus.FAILED)
             self._event(run_id, "failed", str(exc))
+            if isinstance(exc, CredentialsRefused):
+                raise  # bad input (exit 2); the run stays resumable once the token is right
             return RunResult(
                 run_id,
                 RunStatus.FAILED,
@@ -367,6 +372,8 @@ class Executor:
             except HandrailError:
                 raise
             except Exception as exc:
+                if is_disk_full(exc, dest):
+                    raise disk_full(dest, f"the backup of {r.name}", exc) from exc
                 raise BackupError(f"backup of {r.describe()} failed: {exc!r}") from exc
             self.journal.record_backup(run_id, backup, evidence)
             self._event(
@@ -498,6 +505,9 @@ class Executor:
                         raise
                     except Exception as exc:
                         self.journal.update_step(run_id, step.name, error=repr(exc))
+                        where = _data_path(step, self)
+                        if where is not None and is_disk_full(exc, where):
+                            raise disk_full(where, f"batch {b} of step {step.name!r}", exc) from exc
                         raise StepFailed(
                             f"step {step.name!r} failed in batch {b}: {exc!r}",
                             hint=f"fix the cause and run again to resume, or roll back "
@@ -920,36 +930,19 @@ class Executor:
         return conflicts
 
     # -- restore from backups (the last resort) ---------------------------------------------
-    def restore_backups(self, run_id: str) -> list[str]:
-        """Put every resource back from this run's verified backups, whole."""
-        lease = self.journal.acquire_lease(
-            self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over, run_id=run_id
+    def restore_backups(self, run_id: str) -> RestoreResult:
+        """Put every resource back from this run's verified backups, whole, after keeping
+        the current state as an undoable restore run (see :mod:`handrail.restore`)."""
+        return restore_backups(
+            self.journal,
+            self.runbook,
+            run_id,
+            runbook_key=self.key,
+            take_over=self.options.take_over,
+            lease_ttl=self.options.lease_ttl,
+            resource=self.resource,
+            event=self._event,
         )
-        restored = []
-        fenced = enter_fence(self.journal.fence(lease))  # targets refuse a stale holder
-        try:
-            backups = self._backups(run_id)
-            if not backups:
-                raise PolicyError(f"run {run_id} has no backups")
-            for r in self.runbook.snapshotted:
-                b = backups.get(r.name)
-                if b is None:
-                    continue
-                res = self.resource(r)
-                res.restore(b)
-                got = res.fingerprint()
-                if got.digest != b.fingerprint.digest:
-                    raise BackupError(
-                        f"{r.name}: restored content differs from the backup: "
-                        f"{', '.join(b.fingerprint.diff(got))}"
-                    )
-                restored.append(r.name)
-                self._event(run_id, "restored", f"{r.name} restored from backup", resource=r.name)
-            self.journal.set_run_status(run_id, RunStatus.ROLLED_BACK)
-        finally:
-            leave_fence(fenced)
-            self.journal.release_lease(lease)
-        return restored
 
 
 def plan_runbook(
@@ -1004,6 +997,15 @@ def plan_runbook(
                 for r in step.writes:
                     written.setdefault(r.name, step.name)
     return out
+
+
+def _data_path(step: Step, ex: Executor) -> Path | None:
+    """Where the first file a step writes lives (to name its disk when it fills)."""
+    for r in step.writes:
+        path = getattr(ex.resource(r), "path", None)
+        if isinstance(path, Path):
+            return path
+    return None
 
 
 def _now() -> str:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .diskfull import disk_full, is_disk_full
 from .errors import LeaseHeld, ResourceError
 from .fencing import Fence, lease_lost
 from .model import RunStatus, StepStatus
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS backups (
     path TEXT, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
     fingerprint TEXT NOT NULL, meta TEXT NOT NULL,
     taken_at TEXT NOT NULL, verified_at TEXT, evidence TEXT,
+    host TEXT,                       -- where it was taken; NULL in journals from before
     PRIMARY KEY (run_id, resource)
 );
 CREATE TABLE IF NOT EXISTS rejects (
@@ -214,6 +216,8 @@ class Journal:
             self.conn.executescript(SCHEMA)
             _upgrade(self.conn)
         except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc, self.path):
+                raise disk_full(self.path, "the journal", exc) from exc
             raise ResourceError(
                 f"journal {self.path} is not usable: {exc}",
                 hint="point --state-dir at another directory, or restore the journal",
@@ -242,12 +246,16 @@ class Journal:
     # -- transactions -------------------------------------------------------------------
     @contextmanager
     def transaction(self, *, fenced: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction (nested calls join the outer one). ``fenced``: refuse it
-        with :class:`LeaseLost` when a lease this object holds was taken over."""
+        """Group journal writes into one record: all of them commit, or none. ``fenced``:
+        refuse it with :class:`LeaseLost` when a lease this object holds was taken over.
+
+        Every journal write passes here, so this is where a full disk is recognised: the
+        record is rolled back whole (the journal stays as it was before it) and
+        :class:`DiskFull` names the state directory's disk and its free space."""
         with self._lock:
             outer = self._depth == 0
             if outer:
-                self.conn.execute("BEGIN IMMEDIATE")
+                self._begin()
                 try:
                     if fenced:
                         self._check_held()
@@ -257,14 +265,22 @@ class Journal:
             self._depth += 1
             try:
                 yield self.conn
-            except BaseException:
+            except BaseException as exc:
                 self._depth -= 1
                 if outer:
-                    self.conn.execute("ROLLBACK")
+                    self._rollback_quietly()
+                    if isinstance(exc, sqlite3.Error) and is_disk_full(exc, self.path):
+                        raise disk_full(self.path, "a journal record", exc) from exc
                 raise
             self._depth -= 1
             if outer:
-                self.conn.execute("COMMIT")
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._rollback_quietly()
+                    if is_disk_full(exc, self.path):
+                        raise disk_full(self.path, "a journal record", exc) from exc
+                    raise
                 self._maybe_crash()
 
     def _check_held(self) -> None:
@@ -281,6 +297,23 @@ class Journal:
             raise lease_lost(lease.generation, int(row[0]), str(row[1]), where)
         if lease.runbook_key in self._lost:
             raise lease_lost(lease.generation, None, None, where)
+
+    def _begin(self) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if is_disk_full(exc, self.path):
+                raise disk_full(self.path, "a journal record", exc) from exc
+            raise
+
+    def _rollback_quietly(self) -> None:
+        # After a failed COMMIT SQLite may already have rolled back; either way the
+        # record is gone whole, which is what matters.
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def _maybe_crash(self) -> None:
         # Counted per commit so the crash test can stop the process between any two
@@ -635,8 +668,8 @@ class Journal:
         with self.transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO backups (run_id, resource, kind, path, sha256, size, "
-                "fingerprint, meta, taken_at, verified_at, evidence) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "fingerprint, meta, taken_at, verified_at, evidence, host) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     backup.resource,
@@ -649,10 +682,12 @@ class Journal:
                     now_iso(),
                     now_iso(),
                     _dumps(evidence),
+                    socket.gethostname(),
                 ),
             )
 
     def backups(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Backup rows; ``host`` is where each was taken (None: recorded before hosts were)."""
         sql = "SELECT * FROM backups"
         args: tuple[Any, ...] = ()
         if run_id is not None:
@@ -865,14 +900,25 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     Tables are added by ``SCHEMA`` itself (``CREATE TABLE IF NOT EXISTS``); columns are
     added here, under a write lock so two processes opening it at once do not both try.
     """
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(leases)")}
-    if "generation" in cols:
+    wanted = [
+        ("leases", "generation", "INTEGER NOT NULL DEFAULT 0"),
+        ("backups", "host", "TEXT"),
+    ]
+
+    def missing() -> list[tuple[str, str, str]]:
+        out = []
+        for table, col, decl in wanted:
+            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if col not in have:
+                out.append((table, col, decl))
+        return out
+
+    if not missing():
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(leases)")}
-        if "generation" not in cols:
-            conn.execute("ALTER TABLE leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+        for table, col, decl in missing():
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

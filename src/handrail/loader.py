@@ -6,9 +6,11 @@ import hashlib
 import importlib.util
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .errors import HandrailError, RunbookError
+from .errors import BadInput, RunbookError
 from .runbook import Runbook
 
 
@@ -39,22 +41,7 @@ def load_runbook(path: str | Path) -> Runbook:
     module = importlib.util.module_from_spec(spec)
     module.__file__ = str(p)
     sys.modules[name] = module
-    try:
-        exec(code, module.__dict__)
-    except HandrailError as exc:
-        # A step or gate refused its parameters: say where in the runbook.
-        tb = traceback.extract_tb(exc.__traceback__)
-        frame = next((f for f in reversed(tb) if f.filename == str(p)), None)
-        where = f"{p}:{frame.lineno}" if frame else str(p)
-        raise type(exc)(f"{where}: {exc.message}", hint=exc.hint) from exc
-    except Exception as exc:
-        tb = traceback.extract_tb(exc.__traceback__)
-        frame = next((f for f in reversed(tb) if f.filename == str(p)), None)
-        where = f"{p}:{frame.lineno}" if frame else str(p)
-        raise RunbookError(
-            f"{where}: the runbook raised {type(exc).__name__}: {exc}",
-            hint="fix the runbook file; nothing was run",
-        ) from exc
+    _guarded(p, "the runbook", lambda: exec(code, module.__dict__))
     rb = module.__dict__.get("runbook")
     if rb is None:
         raise RunbookError(
@@ -62,11 +49,49 @@ def load_runbook(path: str | Path) -> Runbook:
             hint="assign a handrail.Runbook to a module-level variable named runbook",
         )
     if callable(rb) and not isinstance(rb, Runbook):
-        rb = rb()
+        rb = _guarded(p, "the runbook factory `runbook()`", rb)
     if not isinstance(rb, Runbook):
         raise RunbookError(f"{p}: `runbook` is a {type(rb).__name__}, not a handrail.Runbook")
     rb.source = source
     return rb
+
+
+def _guarded(path: Path, what: str, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` (the runbook's code); anything it raises becomes a RunbookError (exit 2).
+
+    SystemExit (``sys.exit`` in a runbook) and the other BaseExceptions must not escape: the
+    process would exit silently with a code of the runbook's choosing. Only Ctrl-C passes."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise
+    except BadInput as exc:
+        if str(path) in exc.message:
+            raise
+        raise RunbookError(f"{_where(path, exc)}: {exc.message}", hint=exc.hint) from exc
+    except BaseException as exc:
+        raise _raised(path, exc, what) from exc
+
+
+def _where(path: Path, exc: BaseException) -> str:
+    """``file:line`` of the deepest frame of the runbook file in the traceback."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    frame = next((f for f in reversed(tb) if f.filename == str(path)), None)
+    return f"{path}:{frame.lineno}" if frame else str(path)
+
+
+def _raised(path: Path, exc: BaseException, what: str) -> RunbookError:
+    """A RunbookError naming the runbook's line that raised, and what it raised."""
+    where = _where(path, exc)
+    if isinstance(exc, SystemExit):
+        raised = f"called sys.exit({exc.code!r})"
+    else:
+        detail = f": {exc}" if str(exc) else ""
+        raised = f"raised {type(exc).__name__}{detail}"
+    return RunbookError(
+        f"{where}: {what} {raised} while loading; nothing was run",
+        hint="fix the runbook file: it must define `runbook` without exiting or raising",
+    )
 
 
 def runbook_key(path: str | Path) -> str:

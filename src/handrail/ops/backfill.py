@@ -361,7 +361,8 @@ class Backfill(BackfillFields, SQLiteStep):
                 SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(undo_rows))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         return len(undo_rows)
 
@@ -426,7 +427,8 @@ class Backfill(BackfillFields, SQLiteStep):
                 drop_empty_ledger_tables(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         if conflicts and not force:
             raise RollbackConflict(

@@ -190,7 +190,8 @@ class PushStore:
             )
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # a failed COMMIT may have rolled back already
+                self.conn.execute("ROLLBACK")
             raise
 
     def _row(self, r: tuple[Any, ...]) -> StoredItem:
@@ -274,7 +275,8 @@ class PushStore:
                 )
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # a failed COMMIT may have rolled back already
+                self.conn.execute("ROLLBACK")
             self._buffer = todo + self._buffer
             raise
 

@@ -170,7 +170,8 @@ class ImportRecords(SQLiteStep):
                 SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, counts.changed)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         return counts.changed
 
@@ -207,7 +208,8 @@ class ImportRecords(SQLiteStep):
                     SQLite.ledger_clear(conn, ctx.run_id, self.name)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         if report.conflicts:
             raise RollbackConflict(

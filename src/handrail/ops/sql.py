@@ -73,7 +73,8 @@ class SQLiteStep(Step):
                 SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, changed)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         return changed
 
@@ -89,7 +90,8 @@ class SQLiteStep(Step):
                 SQLite.ledger_clear(conn, ctx.run_id, self.name)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         self.after_rollback(ctx)
 

@@ -30,11 +30,12 @@ could not connect (nothing was sent)      retry            retry
                                           ``Retry-After``
 5xx                                       retry            :class:`OutcomeUnknown`
 timeout or connection lost after sending  retry            :class:`OutcomeUnknown`
-401 / 403                                 ResourceError    ResourceError
+401 / 403                                 refused: exit 2  :class:`CredentialsRefused`
 404                                       RemoteNotFound   RemoteNotFound
 other 4xx                                 RemoteError      RemoteError
 ========================================  ===============  ==============================
 
+:class:`CredentialsRefused` is a :class:`ResourceError` (bad input, exit 2).
 :class:`OutcomeUnknown` is never retried here: the caller reads the remote state first
 and sends again only if the write did not take effect (see ``ops/http_push.py``).
 """
@@ -54,7 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import fencing
-from ..errors import ResourceError, StepFailed
+from ..errors import CredentialsRefused, ResourceError, StepFailed
 from ..hashing import canonical_json, digest_parts, sha256_file, sha256_text
 from ..redact import redact, register_secret
 from ._files import atomic_write_bytes
@@ -297,8 +298,9 @@ class HTTPService(Resource):
         """One logical request, rate limited and retried as the module docstring says.
 
         Returns a 2xx or 3xx response. Raises :class:`OutcomeUnknown` for a write whose
-        effect is unknown, :class:`RemoteNotFound` for 404, :class:`ResourceError` for
-        401/403 and :class:`RemoteError` for other errors or when retries run out.
+        effect is unknown, :class:`RemoteNotFound` for 404, :class:`CredentialsRefused`
+        (a :class:`ResourceError`, exit 2) for 401/403 and :class:`RemoteError` for other
+        errors or when retries run out.
         ``stats`` (optional) counts requests, retries and waits.
         """
         import httpx
@@ -358,12 +360,7 @@ class HTTPService(Resource):
                 self._wait(backoff_delay(attempt, self.backoff, self.max_backoff), stats)
                 continue
             if status in (401, 403):
-                raise ResourceError(
-                    f"{where}: {status} {resp.reason_phrase}: the service refused the credentials",
-                    hint=f"check the token in ${self.token_env}"
-                    if self.token_env
-                    else "check the service's token",
-                )
+                raise self._refused(where, status, resp.reason_phrase)
             if status == 404:
                 raise RemoteNotFound(f"{where}: 404 Not Found", status=404)
             if status >= 400:
@@ -395,9 +392,35 @@ class HTTPService(Resource):
         return True
 
     def validate(self) -> None:
-        """The token is available; reachability is left to the first request (a plan
-        reads a sample, so an unreachable service shows up there)."""
+        """The token is available and, when there is a ``fingerprint_paths`` endpoint to
+        read, the service accepts it: ``run`` validates before taking the lease, so refused
+        credentials are bad input (exit 2) before anything is written. Reachability is left
+        to the first request (a plan reads a sample, so an unreachable service shows up
+        there); only a 401/403 answer to this read is an error here."""
         self.token()
+        if self.fingerprint_paths:
+            self._prove_credentials(self.fingerprint_paths[0])
+
+    def _prove_credentials(self, path: str) -> None:
+        import httpx
+
+        with self.client() as client:
+            try:
+                resp = client.get(path)
+            except httpx.HTTPError:
+                return  # unreachable: the first real request retries and reports it
+        if resp.status_code in (401, 403):
+            raise self._refused(f"{self.name}: GET {path}", resp.status_code, resp.reason_phrase)
+
+    def _refused(self, where: str, status: int, reason: str) -> CredentialsRefused:
+        return CredentialsRefused(
+            f"{where}: {status} {reason}: the service refused the credentials; "
+            "nothing was written by this request",
+            status=status,
+            hint=f"check the token in ${self.token_env}, then run the same command again"
+            if self.token_env
+            else "check the service's token, then run the same command again",
+        )
 
     def _bodies(self) -> dict[str, Any]:
         if not self.fingerprint_paths:
