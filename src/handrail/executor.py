@@ -458,6 +458,9 @@ class Executor:
         except (HandrailError, KeyboardInterrupt):
             raise
         except Exception as exc:
+            where = _data_path(step, self)
+            if where is not None and is_disk_full(exc, where):
+                raise disk_full(where, f"step {step.name!r} ({phase})", exc) from exc
             raise StepFailed(f"step {step.name!r} failed in {phase}: {exc!r}") from exc
 
     def _apply(self, run_id: str, step: Step, ctx: StepContext) -> None:
