@@ -254,13 +254,14 @@ def probe_file(what: str, path: Path) -> None:
 
 def probe_directory(what: str, directory: Path) -> None:
     """Create and remove a new file in ``directory`` (or its nearest existing ancestor,
-    which a run would create it under): journals, WAL files and atomic writes need that."""
+    which a run would create it under): journals, WAL files and atomic writes need that.
+    ``what`` says who needs it and why, for the message."""
     while not directory.exists() and directory != directory.parent:
         directory = directory.parent
     probe = directory / f".handrail-probe-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise writable_error(f"{what} (new files in its directory)", directory, exc) from exc
+        raise writable_error(what, directory, exc) from exc
     os.close(fd)
     probe.unlink()

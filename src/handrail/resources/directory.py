@@ -194,16 +194,16 @@ class Directory(Resource):
 
         from .base import probe_directory, writable_error
 
-        what = f"{self.name} (directory)"
-        probe_directory(what, self.path.parent)
+        what = f"{self.name} (directory {self.path})"
+        probe_directory(f"{what} is restored by a swap in its parent directory", self.path.parent)
         if not self.path.exists():
             return
-        probe_directory(what, self.path)
+        probe_directory(f"{what} replaces files through new files in each directory", self.path)
         for _rel, full in self.entries():
             if full.is_symlink():
                 continue
             if full.is_dir():
-                probe_directory(what, full)
+                probe_directory(f"{what} replaces files through new files in each directory", full)
                 continue
             try:
                 os.close(os.open(full, os.O_WRONLY))  # no O_TRUNC: nothing changes

@@ -116,8 +116,9 @@ class JSONFile(Resource):
 
         from .base import probe_directory, writable_error
 
-        what = f"{self.name} (JSON)"
-        probe_directory(what, self.path.parent)
+        what = f"{self.name} (JSON {self.path})"
+        replaced = f"{what} is replaced through a temp file in its directory"
+        probe_directory(replaced, self.path.parent)
         if not self.path.is_file():
             return
         try:

@@ -68,14 +68,14 @@ class _CrashInCommit(sqlite3.Connection):
         return super().execute(sql, parameters)
 
     def _spill_then_die(self) -> None:
-        # A one-page cache plus a read of every table evicts the dirty pages: SQLite syncs
-        # the journal and writes them into the database file mid-transaction. Dying now
-        # leaves what a power cut inside COMMIT leaves: a hot journal (or an uncommitted WAL).
+        # A tiny cache, then 1 MiB more of dirty pages in the same transaction: the cache
+        # evicts the batch's dirty pages, so SQLite syncs the journal and writes them into
+        # the database file mid-transaction. Dying now leaves what a power cut inside COMMIT
+        # leaves: a hot journal (in WAL mode, uncommitted frames). The pad table never
+        # commits; the journal's rollback removes it with the rest.
         super().execute("PRAGMA cache_size=1")
-        tables = super().execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-        for (name,) in tables:
-            super().execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()
-            super().execute(f"SELECT * FROM {quote_ident(name)}").fetchall()
+        super().execute(f"CREATE TABLE IF NOT EXISTS {LEDGER_PREFIX}crash_pad (b BLOB)")
+        super().execute(f"INSERT INTO {LEDGER_PREFIX}crash_pad VALUES (zeroblob(1048576))")
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -312,7 +312,8 @@ class SQLite(Resource):
                 f"{self.name}: {self.path} has an interrupted transaction ({side} left by a "
                 f"crash), and a copy of it cannot be kept before recovery: {exc}",
                 hint=f"make {self.path.parent} writable so SQLite can roll it back, then run "
-                "again; nothing was changed",
+                "again; do not delete the journal: it holds the pages that undo the "
+                "half-written transaction",
             ) from exc
         try:
             with closing(sqlite3.connect(str(self.path), timeout=LOCK_WAIT_SECONDS)) as conn:
@@ -370,9 +371,13 @@ class SQLite(Resource):
         and -shm live there), existing side files open for writing, and no other process
         holds a write lock. Really tried: root bypasses mode bits, not chattr +i or ro mounts.
         """
-        what = f"{self.name} (SQLite)"
+        what = f"{self.name} (SQLite {self.path})"
+        in_dir = (
+            f"{self.name}: SQLite creates {self.path.name}-journal, -wal and -shm beside "
+            f"{self.path}, in its directory"
+        )
         if not self.path.exists():
-            probe_directory(what, self.path.parent)  # the run creates the file there
+            probe_directory(in_dir, self.path.parent)  # the run creates the file there
             return
         if self.path.is_dir():
             raise ResourceError(f"{self.name}: {self.path} is a directory, not a SQLite file")
@@ -381,7 +386,7 @@ class SQLite(Resource):
             side = Path(f"{self.path}{suffix}")
             if side.is_file():
                 probe_file(what, side)
-        probe_directory(what, self.path.parent)
+        probe_directory(in_dir, self.path.parent)
         try:
             with closing(sqlite3.connect(str(self.path), timeout=LOCK_WAIT_SECONDS)) as conn:
                 conn.execute("BEGIN IMMEDIATE")
