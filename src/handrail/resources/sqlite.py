@@ -281,28 +281,41 @@ class SQLite(Resource):
             raise ResourceError(f"{self.name}: {self.path} is not a regular file")
         self.recover_after_crash()
         try:
-            with closing(
-                sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=LOCK_WAIT_SECONDS)
-            ) as conn:
-                row = conn.execute("PRAGMA quick_check").fetchone()
+            row = self._quick_check()
         except sqlite3.DatabaseError as exc:
-            raise self._open_error(exc) from exc
+            # A WAL a crash left is read fine while its -shm can be opened; only when the
+            # read-only open fails is it worth a read-write open that rebuilds the index.
+            if not self.recover_after_crash(wal=True):
+                raise self._open_error(exc) from exc
+            try:
+                row = self._quick_check()
+            except sqlite3.DatabaseError as again:
+                raise self._open_error(again) from again
         if row is None or row[0] != "ok":
             raise ResourceError(
                 f"{self.name}: {self.path} failed PRAGMA quick_check: {row[0] if row else '?'}",
                 hint="the database is corrupt; restore it from a backup before migrating",
             )
 
-    def recover_after_crash(self) -> list[Path]:
+    def _quick_check(self) -> Any:
+        uri = f"file:{self.path}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=LOCK_WAIT_SECONDS)) as conn:
+            return conn.execute("PRAGMA quick_check").fetchone()
+
+    def recover_after_crash(self, *, wal: bool = False) -> list[Path]:
         """Let SQLite roll back what a killed writer left, keeping a copy of it first.
 
-        A hot rollback journal makes every read-only open fail; a leftover WAL needs its
-        index rebuilt. Either is a crash only when no live process holds a lock (else it is
-        a transaction in progress, reported as "locked"). The copy is kept beside the
-        database as ``<db>-journal.handrail-<UTC time>`` (or ``-wal.handrail-...``): the
-        evidence of what the interrupted transaction was. Returns the copies made.
+        A hot rollback journal makes every read-only open fail; with ``wal``, a leftover
+        WAL (whose read-only open failed) gets its index rebuilt. Either is a crash only
+        when no live process holds a lock (else it is a transaction in progress, reported
+        as "locked"). The copy is kept beside the database as
+        ``<db>-journal.handrail-<UTC time>`` (or ``-wal.handrail-...``): the evidence of
+        what the interrupted transaction was. Returns the copies made.
+
+        Only the journal is opened until a crash is found: closing a descriptor of the
+        database file would drop this process's own SQLite locks on it (POSIX locks).
         """
-        side = _hot_journal(self.path) or _leftover_wal(self.path)
+        side = _leftover_wal(self.path) if wal else _hot_journal(self.path)
         if side is None or lock_holders(self.path):
             return []
         try:
