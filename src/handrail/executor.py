@@ -208,6 +208,10 @@ class Executor:
         for r in self.runbook.resources:
             self.resource(r).validate()
 
+    def check_writable(self) -> None:
+        """Everything a changing step writes can be written: raise before the first change."""
+        check_writable(self.runbook, self.bindings)
+
     # -- plan ---------------------------------------------------------------------------
     def plan(self) -> list[tuple[Step, Plan]]:
         """Every step's dry run against the current state. Writes nothing anywhere."""
@@ -217,6 +221,7 @@ class Executor:
     def run(self) -> RunResult:
         """Start a run, or resume the last one if it can be resumed."""
         self.validate_resources()
+        self.check_writable()
         self._check_policy()
         lease = self.journal.acquire_lease(
             self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over
@@ -948,6 +953,14 @@ class Executor:
         )
 
 
+def check_writable(runbook: Runbook, bindings: dict[str, Resource]) -> None:
+    """Ask every resource a changing step writes whether it can be written (read-only
+    mounts, immutable files, locked databases are found here, not half way through)."""
+    written = {r.name: r for s in runbook.steps if s.tier > Tier.READ_ONLY for r in s.writes}
+    for name, r in written.items():
+        bindings.get(name, r).check_writable()
+
+
 def plan_runbook(
     runbook: Runbook, bindings: dict[str, Resource] | None = None
 ) -> list[tuple[Step, Plan]]:
@@ -955,6 +968,7 @@ def plan_runbook(
     bindings = bindings or {}
     for r in runbook.resources:
         bindings.get(r.name, r).validate()
+    check_writable(runbook, bindings)
     out = []
     written: dict[str, str] = {}  # resource -> the earlier step that changes it
     with tempfile.TemporaryDirectory(prefix="handrail-plan-") as tmp:

@@ -9,13 +9,16 @@ the executor.
 
 from __future__ import annotations
 
+import errno
+import os
+import secrets
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BackupError
+from ..errors import BackupError, ResourceError
 from ..hashing import sha256_file
 
 ABSENT_DIGEST = "absent"
@@ -178,6 +181,12 @@ class Resource(ABC):
     def discard(self) -> None:  # noqa: B027 - optional hook, a no-op for file resources
         """Remove a clone made by :meth:`clone` (files go with their scratch directory)."""
 
+    def check_writable(self) -> None:  # noqa: B027 - optional hook: a no-op by default
+        """Raise :class:`ResourceError` when a step could not write this resource (read-only
+        mount, immutable file, directory that refuses new files, locked database). The
+        executor asks every resource a changing step writes, before the first change, so
+        such a run stops with nothing changed instead of failing half way."""
+
     # -- preflight --------------------------------------------------------------------
     #: :meth:`clone_schema` makes a copy with the structure and none of the data
     can_clone_schema: ClassVar[bool] = False
@@ -225,3 +234,47 @@ def verify_backup(resource: Resource, backup: Backup, scratch: Path) -> dict[str
     evidence["restore_test"] = "restored into scratch copy; fingerprint equal"
     evidence["fingerprint"] = got.digest
     return evidence
+
+
+def writable_error(what: str, path: Path, exc: OSError) -> ResourceError:
+    """The error for a file or directory the run would need to write, with what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EROFS:
+        hint = "the filesystem is mounted read-only: remount it read-write, or copy the data "
+        hint += "to a writable place and point the runbook there"
+    elif exc.errno == errno.EPERM:
+        hint = f"it is immutable or append-only (lsattr {path} shows 'i' or 'a'): "
+        hint += f"chattr -i {path}, then run again"
+    elif exc.errno == errno.EACCES:
+        hint = f"the user running handrail (uid {os.getuid()}) may not write it: run as its "
+        hint += "owner, or change its owner or mode"
+    else:
+        hint = "make it writable for the user running handrail, then run again"
+    return ResourceError(
+        f"{what}: {path} cannot be written ({reason}); nothing was changed", hint=hint
+    )
+
+
+def probe_file(what: str, path: Path) -> None:
+    """Open an existing file for writing without changing it: root bypasses mode bits but
+    not an immutable flag or a read-only mount, so only a real open tells."""
+    try:
+        fd = os.open(path, os.O_WRONLY)  # no O_TRUNC, no O_CREAT: nothing changes
+    except OSError as exc:
+        raise writable_error(what, path, exc) from exc
+    os.close(fd)
+
+
+def probe_directory(what: str, directory: Path) -> None:
+    """Create and remove a new file in ``directory`` (or its nearest existing ancestor,
+    which a run would create it under): journals, WAL files and atomic writes need that.
+    ``what`` says who needs it and why, for the message."""
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    probe = directory / f".handrail-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise writable_error(what, directory, exc) from exc
+    os.close(fd)
+    probe.unlink()

@@ -191,6 +191,33 @@ class Directory(Resource):
             self.name, scratch / (self.path.name or self.name), exclude=self.exclude, create=True
         )
 
+    def check_writable(self) -> None:
+        """Files can be created and replaced in every directory of the tree and in its
+        parent (a restore swaps the whole tree), and no file is immutable or on a read-only
+        mount. Really tried: root bypasses mode bits, not chattr +i or a read-only mount."""
+        import errno
+
+        from .base import probe_directory, writable_error
+
+        what = f"{self.name} (directory {self.path})"
+        probe_directory(f"{what} is restored by a swap in its parent directory", self.path.parent)
+        if not self.path.exists():
+            return
+        probe_directory(f"{what} replaces files through new files in each directory", self.path)
+        for _rel, full in self.entries():
+            if full.is_symlink():
+                continue
+            if full.is_dir():
+                probe_directory(f"{what} replaces files through new files in each directory", full)
+                continue
+            try:
+                os.close(os.open(full, os.O_WRONLY))  # no O_TRUNC: nothing changes
+            except OSError as exc:
+                # A file we may not write is still replaced by a rename in a writable
+                # directory; an immutable one or a read-only mount is not.
+                if exc.errno != errno.EACCES:
+                    raise writable_error(what, full, exc) from exc
+
 
 def _walk_excluded(d: Directory) -> Iterator[tuple[str, Path]]:
     """Top-most excluded entries of a directory (what another resource owns)."""

@@ -111,6 +111,25 @@ class JSONFile(Resource):
         scratch.mkdir(parents=True, exist_ok=True)
         return JSONFile(self.name, scratch / self.path.name, create=True)
 
+    def check_writable(self) -> None:
+        """An atomic write creates a temp file beside the file and renames it over: the
+        directory must accept new files, and the file must not be immutable or on a
+        read-only mount. Really tried, since root bypasses mode bits but not those."""
+        import errno
+
+        from .base import probe_directory, writable_error
+
+        what = f"{self.name} (JSON {self.path})"
+        replaced = f"{what} is replaced through a temp file in its directory"
+        probe_directory(replaced, self.path.parent)
+        if not self.path.is_file():
+            return
+        try:
+            os.close(os.open(self.path, os.O_WRONLY))  # no O_TRUNC: nothing changes
+        except OSError as exc:
+            if exc.errno != errno.EACCES:  # a rename in a writable directory still works
+                raise writable_error(what, self.path, exc) from exc
+
 
 def fingerprint_value(value: Any) -> Fingerprint:
     """Fingerprint of a JSON value: one part per top-level key (or one for the whole)."""

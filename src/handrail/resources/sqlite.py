@@ -8,12 +8,18 @@ atomic change instead of a file swapped under them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
+import itertools
 import os
 import pickle
 import re
+import shutil
+import signal
 import sqlite3
+import struct
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -22,7 +28,7 @@ from typing import Any, ClassVar
 from ..errors import ResourceError
 from ..fencing import SQLITE_FENCE_TABLE, current_fence, sqlite_fence
 from ..hashing import digest_parts, sha256_file
-from .base import ABSENT, Backup, Fingerprint, Resource
+from .base import ABSENT, Backup, Fingerprint, Resource, probe_directory, probe_file
 
 #: tables handrail keeps inside a database it changes; never part of a fingerprint
 LEDGER_PREFIX = "_handrail_"
@@ -34,11 +40,153 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+#: how long validation waits for another process's lock before reporting "locked"
+LOCK_WAIT_SECONDS = 5.0
+#: test-only: SIGKILL inside the N-th COMMIT on a target connection, after the
+#: transaction's pages were spilled into the database file (a genuine hot journal)
+CRASH_IN_COMMIT_ENV = "HANDRAIL_TEST_CRASH_IN_COMMIT"
+#: evidence of a recovered crash is kept beside the database under this infix
+EVIDENCE_INFIX = ".handrail-"
+
+_JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+# SQLite's POSIX advisory lock bytes (os_unix.c): PENDING, RESERVED, then 510 SHARED bytes.
+_PENDING_BYTE = 0x40000000
+_DB_LOCK_SPAN = 2 + 510
+# In WAL mode, locks live in the -shm file: write, checkpoint, recover, 5 read marks, DMS.
+_SHM_LOCK_START, _SHM_LOCK_SPAN = 120, 9
+_commits = itertools.count(1)
+
+
+class _CrashInCommit(sqlite3.Connection):
+    """A connection that kills its own process inside the N-th COMMIT (tests only)."""
+
+    crash_at = 0
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        commit = sql.strip().rstrip(";").upper() in ("COMMIT", "END")
+        if commit and self.in_transaction and next(_commits) == self.crash_at:
+            self._spill_then_die()
+        return super().execute(sql, parameters)
+
+    def _spill_then_die(self) -> None:
+        # A tiny cache, then 1 MiB more of dirty pages in the same transaction: the cache
+        # evicts the batch's dirty pages, so SQLite syncs the journal and writes them into
+        # the database file mid-transaction. Dying now leaves what a power cut inside COMMIT
+        # leaves: a hot journal (in WAL mode, uncommitted frames). The pad table never
+        # commits; the journal's rollback removes it with the rest.
+        super().execute("PRAGMA cache_size=1")
+        super().execute(f"CREATE TABLE IF NOT EXISTS {LEDGER_PREFIX}crash_pad (b BLOB)")
+        super().execute(f"INSERT INTO {LEDGER_PREFIX}crash_pad VALUES (zeroblob(1048576))")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def connect(path: Path, *, timeout: float = 30.0) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves) with sane defaults."""
-    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    crash = os.environ.get(CRASH_IN_COMMIT_ENV, "")
+    factory: type[sqlite3.Connection] = sqlite3.Connection
+    if crash.isdigit():
+        factory = type("_CrashAt", (_CrashInCommit,), {"crash_at": int(crash)})
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, factory=factory)
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def lock_holders(path: Path) -> list[int]:
+    """Pids holding SQLite locks on ``path`` (and its -shm), as the OS reports them.
+
+    ``F_GETLK`` names one conflicting holder per query, so each lock byte is asked on its
+    own. Call it with no connection of this process open on the file: closing the probe's
+    descriptor would drop this process's own POSIX locks on it.
+    """
+    found: list[int] = []
+    ranges = [(path, _PENDING_BYTE, 1), (path, _PENDING_BYTE + 1, 1)]
+    ranges += [(path, _PENDING_BYTE + 2, _DB_LOCK_SPAN - 2)]
+    shm = Path(f"{path}-shm")
+    ranges += [(shm, _SHM_LOCK_START + i, 1) for i in range(_SHM_LOCK_SPAN)]
+    for file, start, length in ranges:
+        pid = _holder(file, start, length)
+        if pid and pid not in found:
+            found.append(pid)
+    return found
+
+
+def _holder(file: Path, start: int, length: int) -> int:
+    """The pid of a process whose lock on the byte range conflicts with a write lock."""
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        # struct flock on Linux: short type, short whence, off_t start, off_t len, pid_t pid
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    kind, _, _, _, pid = struct.unpack("hhqqi4x", answer)
+    return pid if kind != fcntl.F_UNLCK else 0
+
+
+def describe_pid(pid: int) -> str:
+    """``pid 123 (the command line)`` when /proc tells, else ``pid 123``."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"pid {pid}"
+    cmd = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    if len(cmd) > 120:
+        cmd = cmd[:117] + "..."
+    return f"pid {pid} ({cmd})" if cmd else f"pid {pid}"
+
+
+def _hot_journal(db: Path) -> Path | None:
+    """The rollback journal a crash left, as SQLite judges it: non-empty, its first byte not
+    zero (PERSIST mode zeroes a finished journal's header), and the database not empty."""
+    journal = Path(f"{db}-journal")
+    try:
+        if journal.stat().st_size == 0 or db.stat().st_size == 0:
+            return None
+        with journal.open("rb") as f:
+            return journal if f.read(1) not in (b"", b"\0") else None
+    except OSError:
+        return None
+
+
+def _wal_mode(db: Path) -> bool:
+    """Bytes 18 and 19 of the header are 2 in a WAL database."""
+    try:
+        with db.open("rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[18] == 2 and head[19] == 2
+
+
+def _leftover_wal(db: Path) -> Path | None:
+    """A non-empty -wal of a WAL database: the last connection to close deletes it, so one
+    found while nobody holds a lock was left by a process that died."""
+    wal = Path(f"{db}-wal")
+    try:
+        if not _wal_mode(db) or wal.stat().st_size == 0:
+            return None
+    except OSError:
+        return None
+    return wal
+
+
+def _keep_evidence(side: Path) -> Path:
+    """Copy a crash's journal or WAL beside the database before SQLite consumes it."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = side.with_name(f"{side.name}{EVIDENCE_INFIX}{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = side.with_name(f"{side.name}{EVIDENCE_INFIX}{stamp}-{n}")
+    shutil.copy2(side, target)
+    with open(target, "rb") as f:
+        os.fsync(f.fileno())
+    return target
 
 
 def _digest_rows(cur: sqlite3.Cursor) -> tuple[int, str]:
@@ -82,6 +230,9 @@ class SQLite(Resource):
         super().__init__(name, backup_when_read=backup_when_read)
         self.path = Path(path)
         self.must_exist = not create
+        #: copies of crash journals kept by :meth:`recover_after_crash` in this process
+        self.recovered: list[Path] = []
+        self._recovery_error = ""
 
     def location(self) -> str:
         return str(self.path)
@@ -113,6 +264,8 @@ class SQLite(Resource):
             return schema_of(conn)
 
     def validate(self) -> None:
+        """Readable, not locked, not corrupt. A crash's hot journal (or leftover WAL) is first
+        copied aside as evidence and rolled back by SQLite, as its next writer would."""
         if not self.path.exists():
             if self.must_exist:
                 raise ResourceError(
@@ -121,20 +274,144 @@ class SQLite(Resource):
                 )
             return
         if self.path.is_dir():
-            raise ResourceError(f"{self.name}: {self.path} is a directory, not a SQLite file")
-        try:
-            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as conn:
-                row = conn.execute("PRAGMA quick_check").fetchone()
-        except sqlite3.DatabaseError as exc:
             raise ResourceError(
-                f"{self.name}: {self.path} is not a usable SQLite database ({exc})",
-                hint="restore it from a backup, or point the runbook at the right file",
-            ) from exc
+                f"{self.name}: {self.path} is a directory, not a SQLite file",
+                hint="point the runbook at the database file itself",
+            )
+        if not self.path.is_file():
+            raise ResourceError(f"{self.name}: {self.path} is not a regular file")
+        self.recover_after_crash()
+        try:
+            row = self._quick_check()
+        except sqlite3.DatabaseError as exc:
+            # A WAL a crash left is read fine while its -shm can be opened; only when the
+            # read-only open fails is it worth a read-write open that rebuilds the index.
+            if not self.recover_after_crash(wal=True):
+                raise self._open_error(exc) from exc
+            try:
+                row = self._quick_check()
+            except sqlite3.DatabaseError as again:
+                raise self._open_error(again) from again
         if row is None or row[0] != "ok":
             raise ResourceError(
                 f"{self.name}: {self.path} failed PRAGMA quick_check: {row[0] if row else '?'}",
                 hint="the database is corrupt; restore it from a backup before migrating",
             )
+
+    def _quick_check(self) -> Any:
+        uri = f"file:{self.path}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=LOCK_WAIT_SECONDS)) as conn:
+            return conn.execute("PRAGMA quick_check").fetchone()
+
+    def recover_after_crash(self, *, wal: bool = False) -> list[Path]:
+        """Let SQLite roll back what a killed writer left, keeping a copy of it first.
+
+        A hot rollback journal makes every read-only open fail; with ``wal``, a leftover
+        WAL (whose read-only open failed) gets its index rebuilt. Either is a crash only
+        when no live process holds a lock (else it is a transaction in progress, reported
+        as "locked"). The copy is kept beside the database as
+        ``<db>-journal.handrail-<UTC time>`` (or ``-wal.handrail-...``): the evidence of
+        what the interrupted transaction was. Returns the copies made.
+
+        Only the journal is opened until a crash is found: closing a descriptor of the
+        database file would drop this process's own SQLite locks on it (POSIX locks).
+        """
+        side = _leftover_wal(self.path) if wal else _hot_journal(self.path)
+        if side is None or lock_holders(self.path):
+            return []
+        try:
+            evidence = _keep_evidence(side)
+        except OSError as exc:
+            raise ResourceError(
+                f"{self.name}: {self.path} has an interrupted transaction ({side} left by a "
+                f"crash), and a copy of it cannot be kept before recovery: {exc}",
+                hint=f"make {self.path.parent} writable so SQLite can roll it back, then run "
+                "again; do not delete the journal: it holds the pages that undo the "
+                "half-written transaction",
+            ) from exc
+        try:
+            with closing(sqlite3.connect(str(self.path), timeout=LOCK_WAIT_SECONDS)) as conn:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._recovery_error = f"{exc}"
+            return [evidence]  # the read-only open below says what is wrong, and how
+        self.recovered.append(evidence)
+        return [evidence]
+
+    def _open_error(self, exc: sqlite3.DatabaseError) -> ResourceError:
+        """Tell locked, unrecoverable-crash and cannot-open apart from corrupt."""
+        name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
+            return self.locked_error()
+        side = _hot_journal(self.path) or _leftover_wal(self.path)
+        if name.startswith("SQLITE_READONLY") or (side is not None and name != "SQLITE_NOTADB"):
+            why = self._recovery_error or str(exc)
+            return ResourceError(
+                f"{self.name}: {self.path} has an interrupted transaction ({side or 'journal'} "
+                f"left by a crash) that SQLite cannot roll back here ({why})",
+                hint=f"make {self.path} and {self.path.parent} writable for the user running "
+                "handrail, so the next open rolls it back, then run again; do not delete the "
+                "journal: it holds the pages needed to undo the half-written transaction",
+            )
+        if name.startswith("SQLITE_CANTOPEN") and _wal_mode(self.path):
+            return ResourceError(
+                f"{self.name}: {self.path} is a WAL database and its {self.path.name}-shm "
+                f"cannot be opened or created in {self.path.parent} ({exc})",
+                hint="make the directory (or the -shm file) writable for the user running "
+                "handrail, then run again",
+            )
+        if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+            return ResourceError(
+                f"{self.name}: {self.path} cannot be opened ({exc})",
+                hint="check that the user running handrail may read the file and its directory",
+            )
+        return ResourceError(
+            f"{self.name}: {self.path} is not a usable SQLite database ({exc})",
+            hint="restore it from a backup, or point the runbook at the right file",
+        )
+
+    def locked_error(self) -> ResourceError:
+        """ "Locked by pid N (command)": who holds it, if the OS can tell, and what to do."""
+        holders = lock_holders(self.path)
+        who = ", ".join(describe_pid(p) for p in holders) or "another process"
+        return ResourceError(
+            f"{self.name}: database {self.path} is locked by {who} "
+            f"(waited {LOCK_WAIT_SECONDS:g}s); nothing was changed",
+            hint="stop that process, or wait until it finishes its transaction, then run again",
+        )
+
+    def check_writable(self) -> None:
+        """The file opens for writing, its directory accepts new files (the -journal, -wal
+        and -shm live there), existing side files open for writing, and no other process
+        holds a write lock. Really tried: root bypasses mode bits, not chattr +i or ro mounts.
+        """
+        what = f"{self.name} (SQLite {self.path})"
+        in_dir = (
+            f"{self.name}: SQLite creates {self.path.name}-journal, -wal and -shm beside "
+            f"{self.path}, in its directory"
+        )
+        if not self.path.exists():
+            probe_directory(in_dir, self.path.parent)  # the run creates the file there
+            return
+        if self.path.is_dir():
+            raise ResourceError(f"{self.name}: {self.path} is a directory, not a SQLite file")
+        probe_file(what, self.path)
+        for suffix in _SIDE_FILES:
+            side = Path(f"{self.path}{suffix}")
+            if side.is_file():
+                probe_file(what, side)
+        probe_directory(in_dir, self.path.parent)
+        try:
+            with closing(sqlite3.connect(str(self.path), timeout=LOCK_WAIT_SECONDS)) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc) or "busy" in str(exc).lower():
+                raise self.locked_error() from exc
+            raise ResourceError(
+                f"{self.name}: {self.path} cannot be written ({exc}); nothing was changed",
+                hint="make the file and its directory writable for the user running handrail",
+            ) from exc
 
     # -- fingerprint ------------------------------------------------------------------
     can_clone_schema = True
