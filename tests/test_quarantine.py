@@ -24,6 +24,7 @@ from handrail import (
     PolicyError,
     Runbook,
     RunOptions,
+    RunbookError,
     RunStatus,
     SQLite,
     StepContext,
@@ -190,11 +191,17 @@ def test_refuses_without_allow_destructive(tmp_path: Path) -> None:
 )
 def test_bad_selections_are_runbook_errors(tmp_path: Path, args: list[str], match: str) -> None:
     concepts, _ = make_recon(tmp_path, n=2)
-    s = QuarantineDelete("q", concepts, select=args)
+    # A fixed list is refused when the step is built, so the runbook does not even load.
+    with pytest.raises(RunbookError, match=match):
+        QuarantineDelete("q", concepts, select=args)
+    # A function's answer is refused when the step plans, before anything moves.
+    before = concepts.fingerprint()
+    s = QuarantineDelete("q", concepts, select=lambda _ctx: args)
     ex = executor(Runbook("r", steps=[s]), tmp_path / "s")
     result = ex.run()
     assert result.status is RunStatus.FAILED
     assert match in result.message
+    assert concepts.fingerprint() == before
 
 
 def test_rollback_leaves_recreated_and_damaged_items_then_force(tmp_path: Path) -> None:

@@ -73,8 +73,7 @@ def check_replaceable(path: Path) -> None:
     parent = path.parent
     if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise ResourceError(
-            f"cannot replace {path}: its directory {parent} is not writable by uid "
-            f"{os.geteuid()}",
+            f"cannot replace {path}: its directory {parent} is not writable by uid {os.geteuid()}",
             hint="run handrail as the user that owns the directory (or as root)",
         )
 
