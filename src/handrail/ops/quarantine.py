@@ -291,7 +291,9 @@ class QuarantineDelete(Step):
         if p.is_absolute() or ".." in p.parts or str(p) in (".", ""):
             raise RunbookError(
                 f"step {self.name!r}: {rel!r} must be a path inside {target.path} "
-                "(relative, without '..')"
+                "(relative, without '..')",
+                hint=f"select paths relative to the directory, e.g. 'sub/file' for "
+                f"{target.path / 'sub' / 'file'}; nothing was changed",
             )
         if target._excluded(str(p)):
             raise RunbookError(

@@ -64,7 +64,10 @@ class Directory(Resource):
                 hint="check the path; pass create=True if the runbook creates it",
             )
         if self.path.exists() and not self.path.is_dir():
-            raise ResourceError(f"{self.name}: {self.path} is not a directory")
+            raise ResourceError(
+                f"{self.name}: {self.path} is not a directory",
+                hint="check the path in the runbook; nothing was changed",
+            )
         if self.path.exists() and not os.access(self.path, os.R_OK | os.X_OK):
             raise ResourceError(
                 f"{self.name}: directory {self.path} is not readable by uid {os.geteuid()}",
