@@ -199,9 +199,12 @@ def test_extraction_refuses_archives_that_write_outside(
     dest = tmp_path / "dest"
     dest.mkdir()
     archive = _archive(tmp_path / "x.tar", *members)
-    with unchanged(tmp_path), tarfile.open(archive) as tar:
-        with pytest.raises(ResourceError, match=problem):
-            directory_mod.safe_extract(tar, dest)
+    with (
+        unchanged(tmp_path),
+        tarfile.open(archive) as tar,
+        pytest.raises(ResourceError, match=problem),
+    ):
+        directory_mod.safe_extract(tar, dest)
 
 
 def test_symlinks_pointing_anywhere_are_restored_as_links(tmp_path: Path) -> None:
