@@ -357,3 +357,23 @@ def test_allow_nan_reads_backs_up_and_restores(tmp_path: Path) -> None:
         assert "NaN" in (data / "config.json").read_text()
         proc = cli_proc("backups", "restore", rb, "--yes")
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_rollback_does_not_move_an_item_back_through_a_symlink_leading_out(
+    tmp_path: Path,
+) -> None:
+    """After the delete, someone replaces the item's parent with a symlink to elsewhere:
+    rollback leaves the item in quarantine (a conflict) instead of writing outside."""
+    data = tmp_path / "data"
+    world(data)
+    rb = write(tmp_path / "rb.py", QUARANTINE.replace("SELECT", '["sub/b.txt"]'))
+    proc = cli_proc("run", rb, "--yes", "--allow-destructive")
+    assert proc.returncode == 0, proc.stderr
+    (data / "files" / "sub").rmdir()
+    os.symlink("../outside", data / "files" / "sub")
+    with unchanged(data):
+        proc = cli_proc("rollback", rb)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert f"leads to {data}/outside, outside the directory" in proc.stderr
+    [item] = (tmp_path / ".handrail" / "quarantine").glob("*/clean/items/sub/b.txt")
+    assert item.read_text() == "beta\n"

@@ -43,7 +43,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from ..context import StepContext
-from ..errors import LeaseHeld, PolicyError, RollbackConflict, RunbookError, StepFailed
+from ..errors import (
+    LeaseHeld,
+    PolicyError,
+    ResourceError,
+    RollbackConflict,
+    RunbookError,
+    StepFailed,
+)
 from ..hashing import sha256_file
 from ..journal import Journal
 from ..model import CheckResult, Outcome, Plan, RunStatus, Tier
@@ -579,6 +586,12 @@ class QuarantineDelete(Step):
             if os.path.lexists(src):
                 return None  # back already, or never moved
             return "neither in place nor in quarantine (purged or removed by hand?)"
+        parent = str(PurePosixPath(rel).parent)
+        try:  # its place may lead elsewhere now (a parent replaced by a symlink)
+            if parent != ".":
+                target.check_inside(parent, by=f"step {self.name!r}")
+        except ResourceError as exc:
+            return exc.message
         got = describe_tree(dst)
         if got != entry["entries"] and not force:
             diff = sorted(

@@ -58,6 +58,14 @@ class Directory(Resource):
         return self.path.exists()
 
     def validate(self) -> None:
+        self._check_readable()
+        # Only here, before a run starts: a fingerprint taken during a rollback must not
+        # fail because a moved path's surroundings changed since.
+        for step, paths in self.guarded.items():
+            for rel in paths:
+                self.check_inside(rel, by=step)
+
+    def _check_readable(self) -> None:
         if not self.path.exists() and self.must_exist:
             raise ResourceError(
                 f"{self.name}: directory {self.path} does not exist",
@@ -73,9 +81,6 @@ class Directory(Resource):
                 f"{self.name}: directory {self.path} is not readable by uid {os.geteuid()}",
                 hint="run handrail as a user that can read the whole tree (its owner, or root)",
             )
-        for step, paths in self.guarded.items():
-            for rel in paths:
-                self.check_inside(rel, by=step)
 
     def guard(self, step: str, paths: Sequence[str]) -> None:
         """Have :meth:`validate` check that ``paths`` (which ``step`` will move) resolve
@@ -157,7 +162,7 @@ class Directory(Resource):
     def fingerprint(self) -> Fingerprint:
         if not self.path.exists():
             return ABSENT
-        self.validate()
+        self._check_readable()
         parts = {
             f"path:{rel}": hashlib.sha256(entry.encode()).hexdigest()
             for rel, entry in self.manifest().items()
@@ -167,7 +172,6 @@ class Directory(Resource):
     def snapshot(self, dest: Path) -> Backup:
         if not self.path.exists():
             return Backup(self.name, self.kind, None, "", 0, ABSENT, {"absent": True})
-        self.validate()
         fp = self.fingerprint()
         root = Owner.of(self.path)
         dest.mkdir(parents=True, exist_ok=True)
