@@ -247,3 +247,18 @@ def test_owner_that_cannot_be_kept_leaves_the_file_alone(tmp_path: Path) -> None
         assert proc.returncode != 0
         assert f"cannot replace {config} keeping its owner {UID}:{GID}" in proc.stderr
     assert not list(config.parent.glob("*.handrail-tmp"))
+
+
+def test_replacing_through_a_symlink_takes_the_owner_of_what_it_points_to(
+    tmp_path: Path,
+) -> None:
+    """A config reached through a symlink: the new file gets the real file's owner and
+    mode, never the link's 0777."""
+    from handrail.resources._files import atomic_write_bytes
+
+    real = owned(write(tmp_path / "real.json", "{}\n"), 0o640)
+    link = tmp_path / "config.json"
+    link.symlink_to(real)
+    atomic_write_bytes(link, b'{"v": 2}\n')
+    assert perms(link) == (0o640, UID, GID)
+    assert link.read_text() == '{"v": 2}\n'

@@ -29,9 +29,10 @@ class Owner:
 
     @classmethod
     def of(cls, path: Path) -> Owner | None:
-        """The owner of ``path`` (not following a final symlink), or None if absent."""
+        """The owner of ``path`` (of what a symlink points to: that is the file whose
+        content is read and replaced), or None if absent."""
         try:
-            st = os.lstat(path)
+            st = os.stat(path)
         except FileNotFoundError:
             return None
         return cls(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
