@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from handrail import Backfill, Executor, Journal, Runbook, RunOptions, RunStatus, SQLite
+from handrail import Backfill, BadInput, Executor, Journal, Runbook, RunOptions, RunStatus, SQLite
 
 from .helpers import cli_proc, write
 
@@ -96,9 +96,9 @@ def test_compute_returning_an_undeclared_column_fails_and_changes_nothing(tmp_pa
     db = one_row_db(tmp_path / "db.sqlite", "TEXT", "a")
     before = db.fingerprint().digest
     step = Backfill("b", db, table="t", key="k", columns=["v"], compute=lambda r: {"w": "x"})
-    _, result = run(step, tmp_path)
-    assert result.status is RunStatus.FAILED
-    assert "compute returned columns it does not declare: ['w']" in result.message
+    # The preflight's forward run on a clone finds it: bad input, before any change.
+    with pytest.raises(BadInput, match=r"compute returned columns it does not declare: \['w'\]"):
+        run(step, tmp_path)
     assert db.fingerprint().digest == before
 
 

@@ -222,7 +222,8 @@ def test_stages_run_with_a_gate_after_each(tmp_path: Path) -> None:
     rec = Recorder()
     result = executor(Runbook("t", steps=[step]), tmp_path, observer=rec).run()
     assert result.status is RunStatus.COMPLETED
-    assert seen == [100, 200, 250]
+    # once in the preflight's forward run on clones, then in the run itself
+    assert seen == [100, 200, 250, 100, 200, 250]
     assert rec.gates == [
         "import/stage check#stage1",
         "import/stage check#stage2",

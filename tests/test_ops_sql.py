@@ -11,6 +11,7 @@ import pytest
 from handrail import (
     SQL,
     AddColumns,
+    BadInput,
     CreateIndex,
     CreateSchema,
     Executor,
@@ -133,7 +134,12 @@ def test_a_failing_statement_leaves_nothing_behind(tmp_path: Path) -> None:
     step = SQL(
         "half", db, up="UPDATE items SET status='x'; INSERT INTO nope VALUES (1);", down="SELECT 1"
     )
-    result = Executor(Runbook("t", steps=[step]), Journal(tmp_path / ".h"), runbook_key="k").run()
+    rb = Runbook("t", steps=[step])
+    with pytest.raises(BadInput, match="no such table: nope"):  # compiled before any change
+        Executor(rb, Journal(tmp_path / ".h"), runbook_key="k").run()
+    # Without the preflight, the statement fails mid-step and its transaction goes whole.
+    options = RunOptions(preflight=False)
+    result = Executor(rb, Journal(tmp_path / ".h"), runbook_key="k", options=options).run()
     assert result.status is RunStatus.FAILED
     assert "no such table: nope" in result.message
     assert db.fingerprint().digest == before  # the first statement was rolled back too

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from handrail import (
+    BadInput,
     Directory,
     Executor,
     Gate,
@@ -34,6 +35,7 @@ from handrail.executor import plan_runbook
 from handrail.journal import CRASH_ENV
 from handrail.ops.quarantine import QuarantineDelete, RowUpdate, purge_quarantine
 
+from .digests import tree_digest
 from .helpers import cli, cli_proc, write
 
 STALE = "SELECT hash FROM documents WHERE recon_domain_status='needs_reprocess' ORDER BY hash"
@@ -194,14 +196,14 @@ def test_bad_selections_are_runbook_errors(tmp_path: Path, args: list[str], matc
     # A fixed list is refused when the step is built, so the runbook does not even load.
     with pytest.raises(RunbookError, match=match):
         QuarantineDelete("q", concepts, select=args)
-    # A function's answer is refused when the step plans, before anything moves.
-    before = concepts.fingerprint()
+    # A function's answer is refused when the run's preflight plans it: exit 2, before
+    # the first change.
     s = QuarantineDelete("q", concepts, select=lambda _ctx: args)
     ex = executor(Runbook("r", steps=[s]), tmp_path / "s")
-    result = ex.run()
-    assert result.status is RunStatus.FAILED
-    assert match in result.message
-    assert concepts.fingerprint() == before
+    before = tree_digest(concepts.path)
+    with pytest.raises(BadInput, match=match):
+        ex.run()
+    assert tree_digest(concepts.path) == before
 
 
 def test_rollback_leaves_recreated_and_damaged_items_then_force(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from .executor import Executor, RunOptions, RunResult, plan_runbook
 from .journal import Journal, RunRow, whoami
 from .loader import default_state_dir, load_runbook, runbook_key
 from .model import RunStatus
+from .preflight import DEFAULT_LIMIT
 from .redact import redact
 from .resources.base import Backup, Fingerprint, verify_backup
 from .runbook import Runbook
@@ -150,8 +151,39 @@ def finish(result: RunResult, journal: Journal, runbook_path: str) -> NoReturn:
     elif result.status is RunStatus.COMPLETED:
         say.print(f"\n[bold green]Run {result.run_id} completed.[/]")
         say.print(f"  undo it exactly: handrail rollback {result.run_id}{state}")
-    elif result.status is RunStatus.ROLLED_BACK:
+    elif result.status is RunStatus.ROLLED_BACK and not result.conflicts:
         say.print(f"\n[bold green]Run {result.run_id} rolled back[/] and verified.")
+    elif result.status is RunStatus.ROLLED_BACK:
+        err_console.print(f"\n[bold yellow]Run {result.run_id} {result.message}.[/]")
+        for c in result.conflicts[:20]:
+            err_console.print(f"  [yellow]left as it is:[/] {c}")
+        sys.exit(result.exit_code)
+    elif result.status is RunStatus.ROLLED_BACK_TO:
+        say.print(f"\n[bold green]Run {result.run_id} {result.message}[/] and verified.")
+        say.print(f"  apply the undone steps again: handrail run {rel}{state}")
+    elif result.stopped_at is not None:
+        err_console.print(f"\n[bold red]Run {result.run_id}: {redact(result.message)}[/]")
+        label = "not this run's" if result.blocked else "changed since"
+        for c in result.conflicts[:20]:
+            err_console.print(f"  [red]{label}:[/] {c}")
+        if len(result.conflicts) > 20:
+            err_console.print(f"  … and {len(result.conflicts) - 20} more (handrail status)")
+        err_console.print("  Nothing of it was destroyed; the run stays rolling back. Options:")
+        err_console.print(
+            f"  - deal with those items, then:   handrail rollback {result.run_id}{state}"
+        )
+        if not result.blocked:
+            err_console.print(
+                "  - put back what the run found:  "
+                f"handrail rollback {result.run_id}{state} --force"
+            )
+        err_console.print(
+            "  - finish around them:           "
+            f"handrail rollback {result.run_id}{state} --keep-theirs"
+        )
+        for w in result.warnings[:20]:
+            err_console.print(f"  [yellow]note:[/] {w}")
+        sys.exit(result.exit_code)
     else:
         err_console.print(
             f"\n[bold red]Run {result.run_id} {result.status.value}:[/] {redact(result.message)}"
@@ -330,6 +362,21 @@ def plan(runbook: Path, state_dir: Path | None, as_json: bool) -> None:
 @click.option("--take-over", is_flag=True, help="Take over a stale lease of another run.")
 @click.option("--new", is_flag=True, help="Start a new run instead of resuming the last one.")
 @click.option("--no-input", is_flag=True, help="Never prompt; pause at gates (exit 3).")
+@click.option(
+    "--no-preflight",
+    is_flag=True,
+    help="Skip the preflight (the forward run on clones that finds bad input before the "
+    "first change). Bad input may then surface after earlier steps changed data.",
+)
+@click.option(
+    "--preflight-limit",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_LIMIT / (1024 * 1024),
+    show_default=True,
+    metavar="MB",
+    help="Clone data up to this size for the preflight; larger SQLite databases are "
+    "cloned as their schema only.",
+)
 @state_option
 def run(
     runbook: Path,
@@ -338,25 +385,35 @@ def run(
     take_over: bool,
     new: bool,
     no_input: bool,
+    no_preflight: bool,
+    preflight_limit: float,
     state_dir: Path | None,
 ) -> None:
-    """Run a runbook, or resume its last run. Pauses at gates (exit code 3)."""
+    """Run a runbook, or resume its last run. Pauses at gates (exit code 3).
+
+    A new run first proves every step can run (the preflight): each step is validated
+    against the real schema and files, and the whole runbook runs forward on clones.
+    Anything found there exits 2 with nothing changed.
+    """
     with errors():
+        if no_preflight:
+            err_console.print(
+                "[yellow]warning:[/] --no-preflight: bad input is no longer found before the "
+                "first change; it may stop the run after earlier steps changed data"
+            )
         rb = load_runbook(runbook)
         journal = open_journal(runbook, state_dir)
         interactive = sys.stdin.isatty() and not no_input and not yes
-        ex = Executor(
-            rb,
-            journal,
-            runbook_key=runbook_key(runbook),
-            options=options(
-                yes=yes,
-                allow_destructive=allow_destructive,
-                take_over=take_over,
-                new=new,
-                interactive=interactive,
-            ),
+        opts = options(
+            yes=yes,
+            allow_destructive=allow_destructive,
+            take_over=take_over,
+            new=new,
+            interactive=interactive,
         )
+        opts.preflight = not no_preflight
+        opts.preflight_limit = int(preflight_limit * 1024 * 1024)
+        ex = Executor(rb, journal, runbook_key=runbook_key(runbook), options=opts)
         result = ex.run()
         finish(result, journal, str(runbook))
 
@@ -482,16 +539,39 @@ def reject(run_ref: str, who: str | None, comment: str, state_dir: Path | None) 
 @main.command()
 @click.argument("run_ref", metavar="RUN")
 @click.option("--to", "to_step", help="Undo back to and including this step only.")
-@click.option("--force", is_flag=True, help="Overwrite items that someone changed after the run.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Put back the values the run found where someone changed them since. Never "
+    "deletes a row, column, table or file holding anything not the run's: when finishing "
+    "would need that, it is refused up front and nothing changes.",
+)
+@click.option(
+    "--keep-theirs",
+    is_flag=True,
+    help="Finish the rollback around what others changed: their values stay, and a step "
+    "whose undo would remove their data is not undone; lists what stayed (exit 1).",
+)
 @click.option("--take-over", is_flag=True, help="Take over a stale lease of another run.")
 @state_option
 def rollback(
-    run_ref: str, to_step: str | None, force: bool, take_over: bool, state_dir: Path | None
+    run_ref: str,
+    to_step: str | None,
+    force: bool,
+    keep_theirs: bool,
+    take_over: bool,
+    state_dir: Path | None,
 ) -> None:
     """Undo a run's steps, newest first, verifying each.
 
     RUN is a run id, or a runbook file: then every run of it that is not yet rolled back
     is undone, newest first (a second, idempotent run is undone before the first).
+
+    Only what the run created and nobody changed since is removed. A step whose undo
+    would remove others' data stops the rollback before it; values changed since the run
+    wrote them stop it after their step. Nothing is destroyed, the run stays resumable,
+    and the output lists the items and the options (--force, --keep-theirs).
+    With --to, the run stays resumable: `handrail run` applies the undone steps again.
     """
     with errors():
         journal, r = resolve_run(run_ref, state_dir)
@@ -505,7 +585,7 @@ def rollback(
         ex = Executor(rb, journal, runbook_key=r.runbook_key, options=options(take_over=take_over))
         result = None
         for target in targets:
-            result = ex.rollback(target.id, to_step=to_step, force=force)
+            result = ex.rollback(target.id, to_step=to_step, force=force, keep_theirs=keep_theirs)
             if result.exit_code != 0:
                 break
         assert result is not None

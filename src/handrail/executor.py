@@ -32,6 +32,7 @@ from .errors import (
 )
 from .journal import Heartbeat, Journal, Lease, whoami
 from .model import RESUMABLE, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
+from .preflight import DEFAULT_LIMIT, PreflightReport, preflight, validate_steps
 from .resources.base import Backup, Fingerprint, Resource, verify_backup
 from .runbook import Check, Gate, Runbook, Step
 
@@ -63,6 +64,9 @@ class RunOptions:
     new_run: bool = False  # start a new run even if the last one can resume
     clock: str | None = None  # the run's logical time; default its start (see StepContext.clock)
     lease_ttl: float = 60.0
+    #: prove every step can run before a new run's first change (see handrail.preflight)
+    preflight: bool = True
+    preflight_limit: int = DEFAULT_LIMIT
     observer: Observer = field(default_factory=Observer)
 
 
@@ -76,14 +80,32 @@ class RunResult:
     paused_gate: str | None = None
     conflicts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: a rollback that stopped: at which step, and whether before it (blocked: its undo
+    #: would remove others' data) or after it (``conflicts`` were left alone)
+    stopped_at: str | None = None
+    blocked: bool = False
+    #: the class of the error that failed the run ("" when none did)
+    error_type: str = ""
+    preflight: PreflightReport | None = None
 
     @property
     def exit_code(self) -> int:
         if self.status is RunStatus.PAUSED:
             return 3
-        if self.status in (RunStatus.COMPLETED, RunStatus.ROLLED_BACK) and not self.conflicts:
+        done = (RunStatus.COMPLETED, RunStatus.ROLLED_BACK, RunStatus.ROLLED_BACK_TO)
+        if self.status in done and not self.conflicts:
             return 0
         return 1
+
+
+@dataclass
+class _Undone:
+    """How far a rollback got: where it stopped and why, and what it left in place."""
+
+    stopped_at: str | None = None
+    blocked: list[str] = field(default_factory=list)  # what undoing stopped_at would remove
+    conflicts: list[str] = field(default_factory=list)  # what stopped_at's undo left alone
+    kept: list[str] = field(default_factory=list)  # --keep-theirs: what stayed in place
 
 
 class _Paused(Exception):
@@ -201,6 +223,27 @@ class Executor:
         finally:
             self.journal.release_lease(lease)
 
+    def _preflight(self) -> None:
+        """Before a new run's first change: every step validated, and the runbook run
+        forward on clones (handrail.preflight). Raises PreflightFailed (exit 2)."""
+        if not self.options.preflight or self.mode != "run":
+            return
+        self.obs.event("preflight", "preflight: proving every step can run before any change")
+        report = preflight(
+            self.runbook,
+            bindings=self.bindings,
+            scratch_parent=self.journal.state_dir,
+            limit=self.options.preflight_limit,
+            clock=self.options.clock,
+        )
+        self.preflight_report = report
+        self.obs.event("preflight-done", report.summary(), report.to_json())
+        for note in report.notes:
+            self.warnings.append(f"preflight: {note}")
+
+    #: what the preflight of this run found and cost (None: it did not run)
+    preflight_report: PreflightReport | None = None
+
     def _check_policy(self) -> None:
         for step in self.runbook.steps:
             if step.tier is Tier.DESTRUCTIVE and not self.options.allow_destructive:
@@ -233,8 +276,8 @@ class Executor:
         elif last is not None and last.status is RunStatus.ROLLING_BACK:
             raise PolicyError(
                 f"run {last.id} is being rolled back, or its rollback stopped part way",
-                hint=f"finish it with `handrail rollback {last.id}` (--force to overwrite "
-                "conflicting items) before running again",
+                hint=f"finish it with `handrail rollback {last.id}` (--force overwrites "
+                "conflicting values, --keep-theirs leaves them) before running again",
             )
         elif last is not None and last.status is RunStatus.REJECTED and not self.options.new_run:
             raise PolicyError(
@@ -242,6 +285,7 @@ class Executor:
                 hint=f"roll it back with `handrail rollback {last.id}`, or start over with --new",
             )
         else:
+            self._preflight()
             run_id = self.journal.create_run(
                 self.key,
                 self.runbook.name,
@@ -267,7 +311,11 @@ class Executor:
             self.journal.set_run_status(run_id, RunStatus.PAUSED, paused_gate=p.gate_key)
             self._event(run_id, "paused", f"paused at gate {p.gate_key}", gate=p.gate_key)
             return RunResult(
-                run_id, RunStatus.PAUSED, f"paused at gate {p.gate_key}", paused_gate=p.gate_key
+                run_id,
+                RunStatus.PAUSED,
+                f"paused at gate {p.gate_key}",
+                paused_gate=p.gate_key,
+                warnings=self.warnings,
             )
         except _Rejected as r:
             self.journal.set_run_status(run_id, RunStatus.REJECTED, paused_gate=r.gate_key)
@@ -277,6 +325,7 @@ class Executor:
                 RunStatus.REJECTED,
                 f"gate {r.gate_key} was rejected by {r.who}",
                 paused_gate=r.gate_key,
+                warnings=self.warnings,
             )
         except KeyboardInterrupt:
             self.journal.set_run_status(run_id, RunStatus.INTERRUPTED)
@@ -285,10 +334,16 @@ class Executor:
         except HandrailError as exc:
             self.journal.set_run_status(run_id, RunStatus.FAILED)
             self._event(run_id, "failed", str(exc))
-            return RunResult(run_id, RunStatus.FAILED, str(exc))
+            return RunResult(
+                run_id,
+                RunStatus.FAILED,
+                str(exc),
+                error_type=type(exc).__name__,
+                warnings=self.warnings,
+            )
         self.journal.set_run_status(run_id, RunStatus.COMPLETED)
         self._event(run_id, "completed", f"run {run_id} completed")
-        return RunResult(run_id, RunStatus.COMPLETED, "completed")
+        return RunResult(run_id, RunStatus.COMPLETED, "completed", warnings=self.warnings)
 
     # -- policy 1: verified backups before any change ---------------------------------------
     def _snapshot_all(self, run_id: str) -> None:
@@ -337,10 +392,15 @@ class Executor:
         if row.status is StepStatus.DONE:
             return
         if row.status is StepStatus.ROLLED_BACK:
-            raise PolicyError(
-                f"step {step.name!r} of run {run_id} was rolled back",
-                hint="start a new run with --new",
+            # Undone by `rollback --to` (or a gate's on_fail): apply it again, from scratch.
+            self.journal.reset_step(run_id, step.name)
+            self._event(
+                run_id,
+                "step-reapply",
+                f"step {step.name}: applying again after its rollback",
+                step=step.name,
             )
+            row = self.journal.step(run_id, step.name)
         ctx = self._ctx(run_id, step)
         if row.plan is None:
             self._event(run_id, "step", f"step {step.name}: planning", step=step.name)
@@ -444,6 +504,7 @@ class Executor:
                 for gate in step.gates_at("stage"):
                     self._gate(run_id, step, gate, ctx, stage=stage + 1)
         elapsed = time.monotonic() - started
+        self._guard(step, "record", lambda: step.record_owned(ctx))
         self.journal.update_step(
             run_id,
             step.name,
@@ -495,6 +556,12 @@ class Executor:
                 f"{r.name}: {r.message or 'failed'}" for r in failed
             )
             if gate.on_fail == "rollback":
+                blockers = self._blockers(run_id, step)
+                if blockers:
+                    raise CheckFailed(
+                        message + "; the step was not rolled back: its undo would remove data "
+                        "that is not this run's: " + "; ".join(blockers[:3])
+                    )
                 self._event(
                     run_id, "gate-failed", message + " — rolling the step back", step=step.name
                 )
@@ -541,49 +608,235 @@ class Executor:
 
     # -- rollback -------------------------------------------------------------------------
     def rollback(
-        self, run_id: str, *, to_step: str | None = None, force: bool = False
+        self,
+        run_id: str,
+        *,
+        to_step: str | None = None,
+        force: bool = False,
+        keep_theirs: bool = False,
     ) -> RunResult:
         """Undo the run's applied steps, newest first, verifying each against its
-        fingerprint from before it ran. ``to_step``: stop after undoing that step."""
+        fingerprint from before it ran. ``to_step``: stop after undoing that step (the run
+        stays resumable: ``run`` applies the undone steps again).
+
+        Nothing that is not this run's is destroyed. Before undoing a step the engine asks
+        it what its undo would remove that others wrote (:meth:`Step.rollback_blockers`);
+        if anything, the rollback stops before that step. A step whose undo left values
+        someone changed since (conflicts) stops it after that step. Either way the run
+        stays ``rolling_back``, consistent and resumable, and the result lists what
+        stopped it. ``force`` rewrites conflicting values with what they held before the
+        run, and is refused up front, changing nothing, when finishing would need to
+        remove others' data (found by rehearsing the forced rollback on clones).
+        ``keep_theirs`` finishes the rollback around what others changed: conflicting
+        values stay, and a step whose undo would remove others' data is not undone; the
+        run ends rolled back with those items listed (exit 1).
+        """
         run = self.journal.run(run_id)
         if run is None:
             raise PolicyError(f"no run {run_id} in {self.journal.path}")
         names = [s.name for s in self.runbook.steps]
         if to_step is not None and to_step not in names:
             raise PolicyError(f"run {run_id} has no step {to_step!r}; steps: {names}")
+        if force and keep_theirs:
+            raise PolicyError(
+                "--force and --keep-theirs ask for opposite things",
+                hint="--force rewrites what others changed; --keep-theirs leaves it: pick one",
+            )
+        todo = self._undo_order(to_step)
         lease = self.journal.acquire_lease(
             self.key, ttl=self.options.lease_ttl, take_over=self.options.take_over, run_id=run_id
         )
-        conflicts: list[str] = []
         try:
             with Heartbeat(self.journal, lease, self.options.lease_ttl):
+                if force:
+                    refusals = self._force_refusals(run_id, todo)
+                    if refusals:
+                        raise PolicyError(
+                            "--force refused, nothing was changed: finishing this rollback "
+                            "would remove data that is not this run's:\n  - "
+                            + "\n  - ".join(refusals[:20]),
+                            hint="move or remove that data yourself and roll back again, or "
+                            f"finish around it with `handrail rollback {run_id} --keep-theirs`",
+                        )
                 self.journal.set_run_status(run_id, RunStatus.ROLLING_BACK)
                 self._event(run_id, "rollback", f"rolling back run {run_id}")
-                for step in reversed(self.runbook.steps):
-                    row = self.journal.step(run_id, step.name)
-                    if step.tier is Tier.READ_ONLY:
-                        if row.status is not StepStatus.PENDING:
-                            self.journal.update_step(
-                                run_id, step.name, status=StepStatus.ROLLED_BACK
-                            )
-                    elif row.status not in (StepStatus.PENDING, StepStatus.ROLLED_BACK):
-                        conflicts += self._rollback_step(run_id, step, force=force)
-                    if step.name == to_step:
-                        break
+                undone = self._undo_steps(run_id, todo, force=force, keep_theirs=keep_theirs)
         finally:
             self.journal.release_lease(lease)
-        # The run stays resumable after a partial rollback (--to), fully undone otherwise.
+        return self._rollback_result(run_id, to_step, undone)
+
+    def _undo_order(self, to_step: str | None) -> list[Step]:
+        """The steps a rollback visits, newest first, down to ``to_step`` included."""
+        out: list[Step] = []
+        for step in reversed(self.runbook.steps):
+            out.append(step)
+            if step.name == to_step:
+                break
+        return out
+
+    def _undo_steps(
+        self, run_id: str, todo: list[Step], *, force: bool, keep_theirs: bool
+    ) -> _Undone:
+        """Undo ``todo`` in order; stop at the first step whose undo is blocked or left
+        conflicts (unless ``keep_theirs``)."""
+        undone = _Undone()
+        for step in todo:
+            row = self.journal.step(run_id, step.name)
+            if step.tier is Tier.READ_ONLY:
+                if row.status is not StepStatus.PENDING:
+                    self.journal.update_step(run_id, step.name, status=StepStatus.ROLLED_BACK)
+                continue
+            if row.status in (StepStatus.PENDING, StepStatus.ROLLED_BACK):
+                continue
+            if step.name in self._simulated_skip:
+                continue
+            blockers = self._blockers(run_id, step)
+            if blockers:
+                self._event(
+                    run_id,
+                    "rollback-blocked",
+                    f"step {step.name}: not undone, its undo would remove data that is not "
+                    f"this run's: {'; '.join(blockers[:3])}",
+                    step=step.name,
+                    blockers=blockers[:100],
+                )
+                if not keep_theirs:
+                    undone.stopped_at, undone.blocked = step.name, blockers
+                    return undone
+                self._keep_step(run_id, step, blockers)
+                undone.kept += [f"{step.name}: {b}" for b in blockers]
+                continue
+            left = self._rollback_step(run_id, step, force=force)
+            if left:
+                if not keep_theirs:
+                    undone.stopped_at, undone.conflicts = step.name, left
+                    return undone
+                self._keep_step(run_id, step, left)
+                undone.kept += [f"{step.name}: {c}" for c in left]
+        return undone
+
+    def _blockers(self, run_id: str, step: Step) -> list[str]:
+        ctx = self._ctx(run_id, step)
+        try:
+            return step.rollback_blockers(ctx)
+        except (HandrailError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise StepFailed(
+                f"could not check what undoing step {step.name!r} would remove: {exc!r}",
+                hint="nothing of this step was undone; fix the cause and roll back again",
+            ) from exc
+        finally:
+            ctx.close()
+
+    def _keep_step(self, run_id: str, step: Step, kept: list[str]) -> None:
+        """--keep-theirs: the step counts as rolled back, with what it left in place."""
+        self.journal.update_step(
+            run_id,
+            step.name,
+            status=StepStatus.ROLLED_BACK,
+            finished_at=_now(),
+            error=f"rolled back around {len(kept)} item(s) others changed, kept as they are",
+        )
+        self.journal.forget_gates(run_id, step.name)
+        self._event(
+            run_id,
+            "rollback-kept",
+            f"step {step.name}: left in place what others changed ({len(kept)} item(s))",
+            step=step.name,
+            kept=kept[:100],
+        )
+
+    def _rollback_result(self, run_id: str, to_step: str | None, undone: _Undone) -> RunResult:
+        names = [s.name for s in self.runbook.steps]
+        if undone.stopped_at is not None:
+            status = RunStatus.ROLLING_BACK  # unfinished: consistent, and `rollback` resumes
+            what = undone.blocked or undone.conflicts
+            if undone.blocked:
+                message = (
+                    f"rollback stopped before step {undone.stopped_at!r}: undoing it would "
+                    f"remove data that is not this run's ({len(what)} item(s)); nothing of "
+                    "it was touched"
+                )
+            else:
+                message = (
+                    f"rollback stopped after step {undone.stopped_at!r}: {len(what)} item(s) "
+                    "changed by someone else since this run wrote them were left alone"
+                )
+            self.journal.set_run_status(run_id, status)
+            self._event(run_id, "rollback-stopped", message, items=what[:100])
+            return RunResult(
+                run_id,
+                status,
+                message,
+                conflicts=what,
+                warnings=self.warnings,
+                stopped_at=undone.stopped_at,
+                blocked=bool(undone.blocked),
+            )
         whole = to_step is None or to_step == names[0]
-        if conflicts:
-            status = RunStatus.ROLLING_BACK  # unfinished: `rollback --force` completes it
-        else:
-            status = RunStatus.ROLLED_BACK if whole else RunStatus.FAILED
+        status = RunStatus.ROLLED_BACK if whole else RunStatus.ROLLED_BACK_TO
         self.journal.set_run_status(run_id, status)
         message = f"rolled back {'every step' if whole else 'down to ' + repr(to_step)}"
-        if conflicts:
-            message += f"; {len(conflicts)} item(s) changed by someone else were left alone"
-        self._event(run_id, "rolled-back", message, conflicts=conflicts[:100])
-        return RunResult(run_id, status, message, conflicts=conflicts, warnings=self.warnings)
+        if undone.kept:
+            message += f", {len(undone.kept)} item(s) others changed left as they are"
+        self._event(run_id, "rolled-back", message, kept=undone.kept[:100])
+        return RunResult(run_id, status, message, conflicts=undone.kept, warnings=self.warnings)
+
+    # -- --force, rehearsed first -----------------------------------------------------------
+    #: steps a rehearsal of a forced rollback does not run (they write no database)
+    _simulated_skip: frozenset[str] = frozenset()
+
+    def _force_refusals(self, run_id: str, todo: list[Step]) -> list[str]:
+        """What a forced rollback would refuse to remove, found before anything changes.
+
+        Steps that write only databases are undone, forced, on clones of those databases
+        with a copy of the journal (later steps' undo changes what earlier ones find);
+        other steps (files, services) are asked on the live state: their undo rewrites or
+        moves aside, and what blocks it does not depend on the databases."""
+        pending = (StepStatus.PENDING, StepStatus.ROLLED_BACK)
+        applied = [
+            s
+            for s in todo
+            if s.tier > Tier.READ_ONLY and self.journal.step(run_id, s.name).status not in pending
+        ]
+        in_db = [s for s in applied if all(self.resource(r).transactional for r in s.writes)]
+        refusals = [
+            f"{s.name}: {b}" for s in applied if s not in in_db for b in self._blockers(run_id, s)
+        ]
+        if in_db:
+            refusals += self._rehearse_forced(run_id, todo, in_db)
+        return refusals
+
+    def _rehearse_forced(self, run_id: str, todo: list[Step], in_db: list[Step]) -> list[str]:
+        names = {r.name for s in in_db for r in s.writes}
+        with tempfile.TemporaryDirectory(prefix="force-", dir=self.journal.state_dir) as tmp:
+            copy = self.journal.copy_to(Path(tmp) / "journal")
+            clones: dict[str, Resource] = {}
+            try:
+                for name in sorted(names):
+                    original = self.resource(self.runbook_resource(name))
+                    clones[name] = original.clone(Path(tmp) / "clones" / name)
+                sim = Executor(
+                    self.runbook,
+                    copy,
+                    runbook_key=self.key,
+                    bindings={**self.bindings, **clones},
+                    mode=self.mode,
+                )
+                sim._simulated_skip = frozenset(s.name for s in todo if s not in in_db)
+                undone = sim._undo_steps(run_id, todo, force=True, keep_theirs=False)
+            finally:
+                for clone in clones.values():
+                    try:
+                        clone.discard()
+                    except HandrailError:
+                        pass
+                copy.close()
+        return [f"{undone.stopped_at}: {b}" for b in undone.blocked]
+
+    def runbook_resource(self, name: str) -> Resource:
+        return next(r for r in self.runbook.resources if r.name == name)
 
     def _rollback_step(self, run_id: str, step: Step, *, force: bool) -> list[str]:
         row = self.journal.step(run_id, step.name)
@@ -699,6 +952,7 @@ def plan_runbook(
     out = []
     written: dict[str, str] = {}  # resource -> the earlier step that changes it
     with tempfile.TemporaryDirectory(prefix="handrail-plan-") as tmp:
+        validate_steps(runbook, bindings, Path(tmp))  # what `run`'s preflight checks first
         for step in runbook.steps:
             ctx = StepContext(
                 run_id="plan",

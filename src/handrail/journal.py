@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -406,6 +406,26 @@ class Journal:
                 f"UPDATE steps SET {', '.join(sets)} WHERE run_id=? AND name=?",
                 (*args, run_id, name),
             )
+
+    def reset_step(self, run_id: str, name: str) -> None:
+        """Forget a rolled-back step's work, so the run applies it again from its plan."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM batches WHERE run_id=? AND step=?", (run_id, name))
+            c.execute(
+                "UPDATE steps SET status=?, plan=NULL, state='{}', items_total=NULL, "
+                "items_done=0, pre_fingerprints=NULL, error=NULL, finished_at=NULL "
+                "WHERE run_id=? AND name=?",
+                (StepStatus.PENDING.value, run_id, name),
+            )
+
+    def copy_to(self, state_dir: Path) -> Journal:
+        """A consistent copy of this journal in another state directory (to rehearse on)."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(str(state_dir / "journal.sqlite"))) as dst:
+            self.conn.backup(dst)
+        copy = Journal(state_dir)
+        copy._crash_at = None  # the crash test counts the real journal's commits only
+        return copy
 
     # -- batches ------------------------------------------------------------------------
     def add_batches(

@@ -41,8 +41,12 @@ def load_runbook(path: str | Path) -> Runbook:
     sys.modules[name] = module
     try:
         exec(code, module.__dict__)
-    except HandrailError:
-        raise
+    except HandrailError as exc:
+        # A step or gate refused its parameters: say where in the runbook.
+        tb = traceback.extract_tb(exc.__traceback__)
+        frame = next((f for f in reversed(tb) if f.filename == str(p)), None)
+        where = f"{p}:{frame.lineno}" if frame else str(p)
+        raise type(exc)(f"{where}: {exc.message}", hint=exc.hint) from exc
     except Exception as exc:
         tb = traceback.extract_tb(exc.__traceback__)
         frame = next((f for f in reversed(tb) if f.filename == str(p)), None)

@@ -49,6 +49,7 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "completed"  # every step done and verified
     ROLLING_BACK = "rolling_back"  # undoing (or crashed while undoing: `rollback` resumes)
     ROLLED_BACK = "rolled_back"  # every applied step undone and verified
+    ROLLED_BACK_TO = "rolled_back_to"  # undone down to a step (`rollback --to`); `run` redoes
 
 
 RESUMABLE = {
@@ -57,6 +58,7 @@ RESUMABLE = {
     RunStatus.PAUSED,
     RunStatus.INTERRUPTED,
     RunStatus.FAILED,
+    RunStatus.ROLLED_BACK_TO,
 }
 
 

@@ -268,6 +268,13 @@ class Step(ABC):
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         """Apply one batch and return how many items it changed."""
 
+    def validate(self, ctx: StepContext) -> None:
+        """Raise :class:`~handrail.errors.BadInput` when the step cannot run on the state
+        ``ctx`` shows: tables, columns and keys that do not exist, SQL that does not
+        compile. Called before the first change, where no earlier step changes what this
+        one touches (a forward run on clones covers the rest); writes nothing."""
+        return None
+
     def committed_batches(self, ctx: StepContext) -> set[int]:
         """Batches the target itself says committed (exactly-once steps), else empty."""
         return set()
@@ -277,8 +284,33 @@ class Step(ABC):
         return []
 
     def rollback(self, ctx: StepContext) -> None:
-        """Undo what this run's committed batches did, exactly. Not defined: irreversible."""
+        """Undo what this run's committed batches did, exactly. Not defined: irreversible.
+
+        It may rewrite only values this run wrote and nobody changed since (those others
+        changed are conflicts: reported with :class:`~handrail.errors.RollbackConflict`,
+        rewritten only when ``ctx.state["_force"]``), and it never removes a row, column,
+        table or file that holds anything not this run's: :meth:`rollback_blockers` is
+        asked first, and the executor does not call this while it names anything.
+        """
         raise NotImplementedError
+
+    def record_owned(self, ctx: StepContext) -> None:
+        """Called once every batch has committed: remember (with ``ctx.save_state``) what
+        this step owns now, so :meth:`rollback_blockers` can tell later whether anyone
+        changed it since. Steps that record ownership as they change (inside the change's
+        own transaction) need nothing here."""
+        return None
+
+    def rollback_blockers(self, ctx: StepContext) -> list[str]:
+        """What undoing this step would remove that is not this run's, one line each.
+
+        The executor asks right before undoing the step, after every later step was
+        undone: a column this run added must hold only values this run left there, a
+        table it created only the rows it put there, unchanged; a file it wrote must be
+        byte-identical to what it wrote. Anything named here stops the rollback before
+        this step, and ``--force`` never overrides it (force rewrites conflicting values;
+        it never deletes what others wrote)."""
+        return []
 
 
 @dataclass

@@ -112,6 +112,14 @@ def configure(
     read: Sequence[str] | None,
 ) -> None:
     """Check and set what every backfill (SQLite or PostgreSQL) is made of."""
+    if isinstance(columns, str) or (read is not None and isinstance(read, str)):
+        raise RunbookError(
+            f"backfill {name!r}: columns and read take a list of names, not the string "
+            f"{columns if isinstance(columns, str) else read!r}",
+            hint=f"write columns=[{columns!r}]" if isinstance(columns, str) else None,
+        )
+    if not isinstance(key, str):
+        raise RunbookError(f"backfill {name!r}: key is one column name, not {key!r}")
     if not columns:
         raise RunbookError(f"backfill {name!r}: name the columns it writes")
     if key in columns:
@@ -284,6 +292,22 @@ class Backfill(BackfillFields, SQLiteStep):
         return f"WHERE {self.where}" if self.where else ""
 
     # -- lifecycle ----------------------------------------------------------------------
+    def validate(self, ctx: StepContext) -> None:
+        """The table, its key, the columns written and read exist; ``where`` compiles."""
+        from .sql import compile_sql, require_columns
+
+        db = ctx.use(self.db)
+        wanted = [self.key, *self.columns, *(self.read or [])]
+        with db.connect() as conn:
+            require_columns(db, conn, self.table, wanted, f"backfill {self.name!r}")
+            compile_sql(
+                db,
+                conn,
+                f"SELECT {self._select()} FROM {quote_ident(self.table)} {self._where()}",
+                f"the backfill's where ({self.where})",
+                self.where_params,
+            )
+
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:
             conn.row_factory = sqlite3.Row

@@ -75,6 +75,15 @@ class ImportRecords(SQLiteStep):
             "mapper": describe_callable(self.mapper),
         }
 
+    def validate(self, ctx: StepContext) -> None:
+        from .sql import require_columns
+
+        db = ctx.use(self.db)
+        if not db.exists():
+            return
+        with db.connect() as conn:
+            require_columns(db, conn, self.table, self.key_cols, f"import {self.name!r} key")
+
     def source_name(self) -> str:
         return ", ".join(r.name for r in self.reads) or "source"
 
@@ -174,6 +183,13 @@ class ImportRecords(SQLiteStep):
                 by_key.setdefault(rec.key, []).append(rec)
             cache[self.name] = by_key
         return cache[self.name]
+
+    def rollback_blockers(self, ctx: StepContext) -> list[str]:
+        db = ctx.use(self.db)
+        if not db.exists():
+            return []
+        with db.connect() as conn:
+            return rowlog.blockers(conn, ctx.run_id, self.name)
 
     def rollback(self, ctx: StepContext) -> None:
         from ..errors import RollbackConflict

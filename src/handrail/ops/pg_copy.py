@@ -23,6 +23,7 @@ from ..resources.postgres import Postgres, quote_ident
 from ..resources.sqlite import SQLite
 from ..runbook import Check, Step
 from ..sqlmap import TableMap
+from . import owned
 
 
 def _target_table(mapping: TableMap) -> str:
@@ -186,6 +187,34 @@ class CopyTable(Step):
                 with suppress(BaseException):
                     fut.result()
             job.close()
+
+    def _qualified(self) -> str:
+        schema, _, name = self.spec.mapping.target.rpartition(".")
+        return f"{schema or 'public'}.{name}"
+
+    def record_owned(self, ctx: StepContext) -> None:
+        """The target table as the copy left it: its rollback empties the table, which is
+        right only while it holds exactly the rows the copy put there."""
+        if ctx.state.get("target_rows_before") != 0:
+            return
+        with ctx.use(self.target).transaction() as conn:
+            digest = owned.pg_table_digest(conn, self._qualified())
+        ctx.save_state(owned_table=digest.to_json())
+
+    def rollback_blockers(self, ctx: StepContext) -> list[str]:
+        target = ctx.use(self.target)
+        if "owned_table" not in ctx.state or not target.ledger_batches(ctx.run_id, self.name):
+            return []
+        then = owned.Digest.from_json(ctx.state["owned_table"])
+        with target.transaction() as conn:
+            now = owned.pg_table_digest(conn, self._qualified())
+        if now == then:
+            return []
+        return [
+            f"table {self._qualified()} was filled by this run and has changed since "
+            f"({now.count} row(s) now, {then.count} when the copy finished); emptying it "
+            "would remove rows that are not this run's"
+        ]
 
     def rollback(self, ctx: StepContext) -> None:
         target = ctx.use(self.target)

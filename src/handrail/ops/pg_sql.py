@@ -11,6 +11,7 @@ from ..context import StepContext
 from ..model import CheckResult, Outcome, Plan
 from ..resources.postgres import Postgres
 from ..runbook import Step
+from . import owned
 
 
 class PgSQL(Step):
@@ -57,10 +58,21 @@ class PgSQL(Step):
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         db = ctx.use(self.db)
         with db.transaction(lock_timeout=self.lock_timeout) as conn:
+            schema = owned.pg_schema(conn)
             for stmt in self.up:
                 conn.execute(stmt.encode())
+            tables, columns = owned.created(schema, owned.pg_schema(conn))
+            ctx.save_state(owned=owned.pg_record(conn, tables, columns))
             Postgres.ledger_mark(conn, ctx.run_id, self.name, batch, 0)
         return 1
+
+    def rollback_blockers(self, ctx: StepContext) -> list[str]:
+        """Tables ``up`` created and columns it added that someone changed since."""
+        db = ctx.use(self.db)
+        if not ctx.state.get("owned") or not db.ledger_batches(ctx.run_id, self.name):
+            return []
+        with db.transaction() as conn:
+            return owned.pg_blockers(conn, ctx.state["owned"])
 
     def rollback(self, ctx: StepContext) -> None:
         db = ctx.use(self.db)

@@ -207,11 +207,34 @@ def json_key(text: str) -> tuple[list[str], tuple[Any, ...]]:
     return list(data["cols"]), tuple(decode(v) for v in data["vals"])
 
 
+def blockers(conn: sqlite3.Connection, run_id: str, step: str) -> list[str]:
+    """Rows ``step`` inserted that someone changed since: undoing the insert would delete
+    their values, so these stop the rollback (``--force`` included)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (UNDO,)).fetchone() is None:
+        return []
+    out: list[str] = []
+    for table, key_text, after in conn.execute(
+        f"SELECT tbl, key, after FROM {UNDO} WHERE run_id=? AND step=? AND before IS NULL "
+        f"AND tbl != ? ORDER BY id",
+        (run_id, step, _SEQ),
+    ).fetchall():
+        key_cols, key = json_key(key_text)
+        current = _fetch(conn, table, key_cols, [key]).get(key)
+        if current is not None and row_json(current) != after:
+            out.append(
+                f"{table} {dict(zip(key_cols, key, strict=True))}: inserted by this run and "
+                "changed since; deleting it would remove what was written since"
+            )
+    return out
+
+
 def undo(conn: sqlite3.Connection, run_id: str, step: str, *, force: bool = False) -> UndoReport:
     """Restore every row ``step`` changed in ``run_id``, newest change first.
 
-    Runs inside the caller's transaction. Conflicting rows are skipped (or overwritten
-    with ``force``); their undo records are kept so a forced rollback can follow.
+    Runs inside the caller's transaction. Conflicting rows are skipped (or, for rows this
+    run updated, overwritten with ``force``); their undo records are kept so a forced
+    rollback can follow. A row this run inserted and someone changed since is never
+    deleted, forced or not (see :func:`blockers`); one someone deleted is simply gone.
     """
     report = UndoReport()
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (UNDO,)).fetchone() is None:
@@ -228,7 +251,11 @@ def undo(conn: sqlite3.Connection, run_id: str, step: str, *, force: bool = Fals
             continue
         key_cols, key = json_key(key_text)
         current = _fetch(conn, table, key_cols, [key]).get(key)
-        if row_json(current) != after and not force:
+        if before is None and current is None:
+            report.restored += 1  # inserted by the run, deleted since: nothing to undo
+            continue
+        inserted_then_changed = before is None and row_json(current) != after
+        if row_json(current) != after and (not force or inserted_then_changed):
             report.conflicts.append(
                 f"{table} {dict(zip(key_cols, key, strict=True))}: changed after the run wrote it"
             )

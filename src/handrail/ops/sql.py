@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..context import StepContext
+from ..errors import BadInput
 from ..model import BlastRadius, CheckResult, Outcome, Plan
 from ..resources.sqlite import SQLite, quote_ident
 from ..runbook import Gate, Stages, Step
-from . import rowlog
+from . import owned, rowlog
 
 
 def split_sql(script: str) -> list[str]:
@@ -33,6 +34,12 @@ def split_sql(script: str) -> list[str]:
     if _has_code(rest):
         out.append(rest.strip())
     return out
+
+
+def _is_ddl(stmt: str) -> bool:
+    """Whether a statement changes the schema (later statements may depend on it)."""
+    words = " ".join(line.split("--", 1)[0] for line in stmt.splitlines()).split()
+    return bool(words) and words[0].upper() in ("CREATE", "ALTER", "DROP")
 
 
 def _has_code(stmt: str) -> bool:
@@ -85,6 +92,22 @@ class SQLiteStep(Step):
                 conn.execute("ROLLBACK")
                 raise
         self.after_rollback(ctx)
+
+    def rollback_blockers(self, ctx: StepContext) -> list[str]:
+        """Tables this step created and columns it added that someone changed since
+        (recorded as ``owned`` by :meth:`change`, in the change's own transaction)."""
+        db = ctx.use(self.db)
+        if not db.exists() or not ctx.state.get("owned"):
+            return []
+        with db.connect() as conn:
+            if self.name not in _ledger_steps(conn, ctx.run_id):
+                return []  # never committed: the rollback drops nothing
+            return owned.sqlite_blockers(conn, ctx.state["owned"])
+
+    def own(self, ctx: StepContext, conn: sqlite3.Connection, before: dict[str, list[str]]) -> None:
+        """Record what the change created since ``before`` (a schema), for the rollback."""
+        tables, columns = owned.created(before, owned.sqlite_schema(conn))
+        ctx.save_state(owned=owned.sqlite_record(conn, tables, columns))
 
     def change(self, ctx: StepContext, conn: sqlite3.Connection) -> int:
         raise NotImplementedError
@@ -141,6 +164,18 @@ class SQL(SQLiteStep):
     def params(self) -> dict[str, Any]:
         return {"db": self.db.name, "up": self.up, "down": self.down, "verify": self.verify_sql}
 
+    def validate(self, ctx: StepContext) -> None:
+        """Each ``up`` statement compiles against the real schema, up to the first that
+        follows a schema change of its own (the forward run on clones checks the rest)."""
+        db = ctx.use(self.db)
+        if not db.exists():
+            return
+        with db.connect() as conn:
+            for i, stmt in enumerate(self.up, 1):
+                compile_sql(db, conn, stmt, f"statement {i} of `up`")
+                if _is_ddl(stmt):
+                    return
+
     def plan(self, ctx: StepContext) -> Plan:
         return Plan(
             summary=f"run {len(self.up)} statement(s) on {self.db.name}",
@@ -148,10 +183,13 @@ class SQL(SQLiteStep):
         )
 
     def change(self, ctx: StepContext, conn: sqlite3.Connection) -> int:
+        schema = owned.sqlite_schema(conn)
         before = conn.total_changes
         for stmt in self.up:
             conn.execute(stmt)
-        return conn.total_changes - before
+        changed = conn.total_changes - before
+        self.own(ctx, conn, schema)
+        return changed
 
     def unchange(self, ctx: StepContext, conn: sqlite3.Connection) -> None:
         for stmt in self.down or []:
@@ -176,6 +214,38 @@ class SQL(SQLiteStep):
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in conn.execute(f"PRAGMA table_info({quote_ident(table)})")]
+
+
+def require_columns(
+    db: SQLite, conn: sqlite3.Connection, table: str, columns: Sequence[str], what: str
+) -> None:
+    """Raise BadInput naming the database, the table and each of ``columns`` it lacks."""
+    have = _columns(conn, table)
+    if not have:
+        tables = sorted(owned.sqlite_schema(conn))
+        raise BadInput(
+            f"{db.path}: there is no table {table!r} ({what}); tables: {tables or 'none'}",
+            hint="check the table name, or the database the runbook points at",
+        )
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise BadInput(
+            f"{db.path}: table {table!r} has no column(s) {missing} ({what}); its columns: {have}",
+            hint="check the column names in the runbook",
+        )
+
+
+def compile_sql(
+    db: SQLite, conn: sqlite3.Connection, stmt: str, what: str, params: Sequence[Any] = ()
+) -> None:
+    """Compile ``stmt`` against the real schema without running it (``EXPLAIN``)."""
+    try:
+        conn.execute(f"EXPLAIN {stmt}", tuple(params)).fetchall()
+    except sqlite3.Error as exc:
+        raise BadInput(
+            f"{db.path}: {what} does not compile: {exc}\n    {stmt.strip()[:300]}",
+            hint="fix the SQL in the runbook",
+        ) from exc
 
 
 def _indexes(conn: sqlite3.Connection) -> set[str]:
@@ -210,6 +280,14 @@ class CreateSchema(SQLiteStep):
         finally:
             mem.close()
 
+    def validate(self, ctx: StepContext) -> None:
+        try:
+            self._objects()
+        except sqlite3.Error as exc:
+            raise BadInput(
+                f"the ddl does not compile: {exc}", hint="fix the SQL in the runbook"
+            ) from exc
+
     def plan(self, ctx: StepContext) -> Plan:
         db = ctx.use(self.db)
         existing: set[str] = set()
@@ -239,8 +317,10 @@ class CreateSchema(SQLiteStep):
         existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         created = [n for _, n in self._objects() if n not in existing]
         ctx.save_state(created=created)
+        schema = owned.sqlite_schema(conn)
         for stmt in self.ddl:
             conn.execute(stmt)
+        self.own(ctx, conn, schema)
         return len(created)
 
     def unchange(self, ctx: StepContext, conn: sqlite3.Connection) -> None:
@@ -282,6 +362,10 @@ class AddColumns(SQLiteStep):
     def params(self) -> dict[str, Any]:
         return {"db": self.db.name, "table": self.table, "columns": self.columns}
 
+    def validate(self, ctx: StepContext) -> None:
+        with ctx.use(self.db).connect() as conn:
+            require_columns(ctx.use(self.db), conn, self.table, [], "the table to add columns to")
+
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:
             have = set(_columns(conn, self.table))
@@ -297,11 +381,13 @@ class AddColumns(SQLiteStep):
         have = set(_columns(conn, self.table))
         missing = [c for c in self.columns if c not in have]
         ctx.save_state(added=missing)
+        schema = owned.sqlite_schema(conn)
         for col in missing:
             conn.execute(
                 f"ALTER TABLE {quote_ident(self.table)} ADD COLUMN "
                 f"{quote_ident(col)} {self.columns[col]}"
             )
+        self.own(ctx, conn, schema)
         return len(missing)
 
     def unchange(self, ctx: StepContext, conn: sqlite3.Connection) -> None:
@@ -338,6 +424,10 @@ class CreateIndex(SQLiteStep):
             "columns": self.cols,
             "unique": self.unique,
         }
+
+    def validate(self, ctx: StepContext) -> None:
+        with ctx.use(self.db).connect() as conn:
+            require_columns(ctx.use(self.db), conn, self.table, self.cols, "the index's columns")
 
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:

@@ -178,6 +178,19 @@ class Resource(ABC):
     def discard(self) -> None:  # noqa: B027 - optional hook, a no-op for file resources
         """Remove a clone made by :meth:`clone` (files go with their scratch directory)."""
 
+    # -- preflight --------------------------------------------------------------------
+    #: :meth:`clone_schema` makes a copy with the structure and none of the data
+    can_clone_schema: ClassVar[bool] = False
+
+    def size_bytes(self) -> int | None:
+        """About how many bytes a :meth:`clone` copies (None: unknown, not cloned)."""
+        return None
+
+    def clone_schema(self, scratch: Path) -> Resource:
+        """A scratch copy with the structure but no data (for a preflight of data too
+        large to copy: the runbook's statements still meet the real schema)."""
+        raise NotImplementedError(f"{self.kind} cannot be cloned as its schema alone")
+
 
 def verify_backup(resource: Resource, backup: Backup, scratch: Path) -> dict[str, Any]:
     """Prove a backup: its checksum re-reads equal, and it restores to the same fingerprint.

@@ -159,6 +159,11 @@ class Directory(Resource):
                 out[rel] = f"o {mode:o}"
         return out
 
+    def size_bytes(self) -> int | None:
+        if not self.path.is_dir():
+            return 0
+        return sum(p.lstat().st_size for p in self.path.rglob("*") if p.is_file())
+
     def fingerprint(self) -> Fingerprint:
         if not self.path.exists():
             return ABSENT

@@ -192,6 +192,9 @@ class JSONFile(Resource):
                 hint="check the path; pass create=True if the runbook creates it",
             )
 
+    def size_bytes(self) -> int | None:
+        return self.path.stat().st_size if self.path.is_file() else 0
+
     def fingerprint(self) -> Fingerprint:
         if not self.path.exists():
             return ABSENT

@@ -341,6 +341,10 @@ class Postgres(Resource):
         return ["-N", quote_ident(HANDRAIL_SCHEMA)]
 
     # -- fingerprint ------------------------------------------------------------------
+    def size_bytes(self) -> int | None:
+        rows = self.query("SELECT pg_database_size(current_database())")
+        return int(rows[0][0]) if rows else None
+
     def fingerprint(self) -> Fingerprint:
         if not self.exists():
             return ABSENT

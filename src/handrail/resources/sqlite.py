@@ -136,6 +136,40 @@ class SQLite(Resource):
             )
 
     # -- fingerprint ------------------------------------------------------------------
+    can_clone_schema = True
+
+    def size_bytes(self) -> int | None:
+        return sum(
+            p.stat().st_size
+            for p in (self.path, Path(f"{self.path}-wal"))
+            if p.exists() and p.is_file()
+        )
+
+    def clone_schema(self, scratch: Path) -> SQLite:
+        """Tables, indexes, views and triggers (and ``user_version``), with no rows."""
+        copy = self.clone_empty(scratch)
+        if not self.path.exists():
+            return copy
+        with (
+            closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)) as src,
+            closing(sqlite3.connect(str(copy.path))) as dst,
+        ):
+            objects = src.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE "
+                "'sqlite\\_%' ESCAPE '\\' ORDER BY CASE type WHEN 'table' THEN 0 "
+                "WHEN 'index' THEN 1 ELSE 2 END, rowid"
+            ).fetchall()
+            for (sql,) in objects:
+                try:
+                    dst.execute(sql)
+                except sqlite3.OperationalError as exc:
+                    if "already exists" not in str(exc):  # a virtual table's own shadows
+                        raise
+            version = src.execute("PRAGMA user_version").fetchone()[0]
+            dst.execute(f"PRAGMA user_version={int(version)}")
+            dst.commit()
+        return copy
+
     def fingerprint(self) -> Fingerprint:
         if not self.path.exists():
             return ABSENT
