@@ -310,8 +310,8 @@ def run_cli(prefix: list[str], *args: str | Path) -> subprocess.CompletedProcess
 
 
 def test_selection_from_a_function_leading_out_moves_nothing(tmp_path: Path) -> None:
-    """A function's selection is only known when the step plans: `plan` exits 2, and
-    `run` stops before the step moves anything (the file outside stays where it is)."""
+    """A function's selection is only known when the step runs it: `plan` and `run` (its
+    step validation, before the first change) exit 2 naming the user's own paths."""
     data = tmp_path / "data"
     world(data)
     link_dir_out(data)
@@ -321,8 +321,12 @@ def test_selection_from_a_function_leading_out_moves_nothing(tmp_path: Path) -> 
         assert proc.returncode == 2, proc.stderr
         assert f"leads to {data}/outside/secret.txt" in proc.stderr
         proc = cli_proc("run", rb, "--yes", "--allow-destructive")
-        assert proc.returncode != 0
+        assert proc.returncode == 2, proc.stderr
         assert f"leads to {data}/outside/secret.txt" in proc.stderr
+        assert "remove it from the selection" in proc.stderr
+    assert not (tmp_path / ".handrail" / "backups").exists() or not any(
+        (tmp_path / ".handrail" / "backups").iterdir()
+    )
 
 
 def test_symlink_inside_is_moved_as_a_link_and_comes_back(tmp_path: Path) -> None:
@@ -377,3 +381,17 @@ def test_rollback_does_not_move_an_item_back_through_a_symlink_leading_out(
         assert f"leads to {data}/outside, outside the directory" in proc.stderr
     [item] = (tmp_path / ".handrail" / "quarantine").glob("*/clean/items/sub/b.txt")
     assert item.read_text() == "beta\n"
+
+
+def test_transform_returning_nan_is_refused_before_writing(tmp_path: Path) -> None:
+    """A transform whose result holds NaN would write a file that is not JSON."""
+    data = tmp_path / "data"
+    world(data)
+    rb = write(tmp_path / "rb.py", TRANSFORM.replace('"v": 2', '"v": float("nan")'))
+    with unchanged(data):
+        for args in (["plan"], ["run", "--yes"]):
+            proc = cli_proc(*args, rb)
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert "step 'bump'" in proc.stderr
+            assert f"{data}/config.json would not be valid JSON" in proc.stderr
+            assert "allow_nan=True" in proc.stderr

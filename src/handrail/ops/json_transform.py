@@ -68,6 +68,13 @@ class TransformJSON(Step):
             return old, self.fn(copy, ctx)
         return old, self.fn(copy)
 
+    def validate(self, ctx: StepContext) -> None:
+        """Before the run's first change: the result is JSON, and the file can be replaced
+        keeping its owner, group and mode."""
+        _, new = self._new(ctx)
+        self._render(new)
+        check_replaceable(ctx.use(self.file).path)
+
     def plan(self, ctx: StepContext) -> Plan:
         old, new = self._new(ctx)
         self._render(new)  # a value that is not JSON is refused now, not at apply

@@ -369,6 +369,11 @@ class QuarantineDelete(Step):
         return self.on_deleted.key_of(rel) if self.on_deleted.key_of else rel
 
     # -- lifecycle ----------------------------------------------------------------------
+    def validate(self, ctx: StepContext) -> None:
+        """On the real state, before the run's first change: every selected path stays
+        inside the target (so a refusal names the user's paths, not a clone's)."""
+        self._selected(ctx)
+
     def plan(self, ctx: StepContext) -> Plan:
         items = self._selected(ctx)
         target = ctx.use(self.target)
