@@ -69,10 +69,9 @@ class TransformJSON(Step):
         return old, self.fn(copy)
 
     def validate(self, ctx: StepContext) -> None:
-        """Before the run's first change: the result is JSON, and the file can be replaced
-        keeping its owner, group and mode."""
-        _, new = self._new(ctx)
-        self._render(new)
+        """Before the run's first change: the file can be replaced keeping its owner,
+        group and mode. (``fn`` is not called here: it may read what earlier steps make;
+        plan and the preflight's forward run check its result.)"""
         check_replaceable(ctx.use(self.file).path)
 
     def plan(self, ctx: StepContext) -> Plan:
