@@ -24,6 +24,7 @@ from handrail import (
     Journal,
     PolicyError,
     Runbook,
+    RunbookError,
     RunOptions,
     RunStatus,
     SQLite,
@@ -192,10 +193,15 @@ def test_refuses_without_allow_destructive(tmp_path: Path) -> None:
 )
 def test_bad_selections_are_runbook_errors(tmp_path: Path, args: list[str], match: str) -> None:
     concepts, _ = make_recon(tmp_path, n=2)
-    s = QuarantineDelete("q", concepts, select=args)
+    # A fixed list is refused when the step is built, so the runbook does not even load.
+    with pytest.raises(RunbookError, match=match):
+        QuarantineDelete("q", concepts, select=args)
+    # A function's answer is refused when the run's preflight plans it: exit 2, before
+    # the first change.
+    s = QuarantineDelete("q", concepts, select=lambda _ctx: args)
     ex = executor(Runbook("r", steps=[s]), tmp_path / "s")
     before = tree_digest(concepts.path)
-    with pytest.raises(BadInput, match=match):  # found before the first change: exit 2
+    with pytest.raises(BadInput, match=match):
         ex.run()
     assert tree_digest(concepts.path) == before
 

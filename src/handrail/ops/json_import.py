@@ -257,7 +257,9 @@ def _short(v: Any) -> Any:
 
 class ImportJSON(ImportRecords):
     """:class:`ImportRecords` from one JSON file: ``reader(document, file_name)`` yields
-    the records. A missing file is an error unless ``optional``."""
+    the records. A missing file is an error unless ``optional``. A file with a duplicate
+    key, or NaN/Infinity (unless the source has ``allow_nan=True``), is refused whole,
+    naming file, line and key: a reader would have kept only the last value unseen."""
 
     def __init__(
         self,
@@ -289,7 +291,12 @@ class ImportJSON(ImportRecords):
                 f"{self.name}: source file {src.path} does not exist",
                 hint="check the data directory, or mark the import optional",
             )
-        doc = load_json(src.path, what=f"{self.source.name} ({src.path.name})")
+        # A duplicate key anywhere in the file (a record's field given twice) is refused
+        # with file, line and key, exit 2, before any change: which of the two values the
+        # user meant is theirs to say, and the source is validated before the run starts.
+        doc = load_json(
+            src.path, what=f"{self.source.name} ({src.path.name})", allow_nan=src.allow_nan
+        )
         return list(self.reader(doc, src.path.name))
 
 

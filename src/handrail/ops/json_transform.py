@@ -1,17 +1,21 @@
-"""Transform a JSON file in place: temp file, fsync, atomic rename; exact rollback."""
+"""Transform a JSON file in place: temp file, fsync, atomic rename; exact rollback.
+
+The new file and the one rollback writes back keep the owner, group and mode the file
+had before the step: an application running as another user still owns its config."""
 
 from __future__ import annotations
 
 import inspect
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..context import StepContext
-from ..errors import RollbackConflict, StepFailed
+from ..errors import RollbackConflict, RunbookError, StepFailed
 from ..hashing import sha256_file, sha256_text
 from ..model import CheckResult, Outcome, Plan
-from ..resources._files import atomic_write_bytes
+from ..resources._files import Owner, atomic_write_bytes, check_replaceable
 from ..resources.jsonfile import JSONFile, load_json
 from ..runbook import Step, describe_callable
 
@@ -42,19 +46,38 @@ class TransformJSON(Step):
         return {"file": self.file.name, "fn": describe_callable(self.fn), "indent": self.indent}
 
     def _render(self, value: Any) -> bytes:
-        return (json.dumps(value, indent=self.indent, ensure_ascii=False) + "\n").encode()
+        try:
+            text = json.dumps(
+                value, indent=self.indent, ensure_ascii=False, allow_nan=self.file.allow_nan
+            )
+        except ValueError as exc:  # NaN or Infinity: the file would no longer be JSON
+            raise RunbookError(
+                f"step {self.name!r}: {describe_callable(self.fn)} returned {exc}; written "
+                f"out, {self.file.path} would not be valid JSON",
+                hint="return null (None) instead, or declare the file with allow_nan=True "
+                "if its application reads NaN and Infinity",
+            ) from exc
+        return (text + "\n").encode()
 
     def _new(self, ctx: StepContext) -> tuple[Any, Any]:
         f = ctx.use(self.file)
-        old = load_json(f.path, what=self.file.name) if f.exists() else None
+        old = load_json(f.path, what=self.file.name, allow_nan=f.allow_nan) if f.exists() else None
         copy = json.loads(json.dumps(old)) if old is not None else None
         # fn(old) or fn(old, ctx): a transform may need the run (its results, its time).
         if len(inspect.signature(self.fn).parameters) >= 2:
             return old, self.fn(copy, ctx)
         return old, self.fn(copy)
 
+    def validate(self, ctx: StepContext) -> None:
+        """Before the run's first change: the file can be replaced keeping its owner,
+        group and mode. (``fn`` is not called here: it may read what earlier steps make;
+        plan and the preflight's forward run check its result.)"""
+        check_replaceable(ctx.use(self.file).path)
+
     def plan(self, ctx: StepContext) -> Plan:
         old, new = self._new(ctx)
+        self._render(new)  # a value that is not JSON is refused now, not at apply
+        check_replaceable(ctx.use(self.file).path)  # its owner can be kept
         if isinstance(old, dict) and isinstance(new, dict):
             added = sorted(set(new) - set(old))
             removed = sorted(set(old) - set(new))
@@ -82,8 +105,14 @@ class TransformJSON(Step):
         saved = ctx.step_dir() / "before.json"
         if f.exists():
             saved.write_bytes(f.path.read_bytes())
-        ctx.save_state(pre=current, post=sha256_text(data.decode()), saved=str(saved))
-        atomic_write_bytes(f.path, data)
+        owner = Owner.of(f.path)
+        ctx.save_state(
+            pre=current,
+            post=sha256_text(data.decode()),
+            saved=str(saved),
+            owner=owner.to_json() if owner else None,
+        )
+        atomic_write_bytes(f.path, data, owner=owner)
         return 1
 
     def verify(self, ctx: StepContext) -> list[CheckResult]:
@@ -112,6 +141,7 @@ class TransformJSON(Step):
         if ctx.state["pre"] is None:
             f.path.unlink(missing_ok=True)
         else:
-            from pathlib import Path
-
-            atomic_write_bytes(f.path, Path(ctx.state["saved"]).read_bytes())
+            # The owner, group and mode the file had before the step, not whatever it
+            # has now (a forced rollback may replace a file someone else rewrote).
+            owner = Owner.from_json(ctx.state.get("owner")) or Owner.of(f.path)
+            atomic_write_bytes(f.path, Path(ctx.state["saved"]).read_bytes(), owner=owner)

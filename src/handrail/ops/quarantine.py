@@ -43,7 +43,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from ..context import StepContext
-from ..errors import LeaseHeld, PolicyError, RollbackConflict, RunbookError, StepFailed
+from ..errors import (
+    LeaseHeld,
+    PolicyError,
+    ResourceError,
+    RollbackConflict,
+    RunbookError,
+    StepFailed,
+)
 from ..hashing import sha256_file
 from ..journal import Journal
 from ..model import CheckResult, Outcome, Plan, RunStatus, Tier
@@ -166,6 +173,31 @@ def _fsync_tree(path: Path) -> None:
         fsync_dir(Path(root))
 
 
+def _copy_owners(src: Path, dst: Path) -> None:
+    """Give every entry of the copy ``dst`` the owner and group of its original in
+    ``src`` (a copy belongs to the runner; a rename would have kept them)."""
+    pairs = [(src, dst)]
+    if dst.is_dir() and not dst.is_symlink():
+        for root, dirs, files in os.walk(dst):
+            for name in dirs + files:
+                copy = Path(root) / name
+                pairs.append((src / copy.relative_to(dst), copy))
+    for original, copy in pairs:
+        st, now = os.lstat(original), os.lstat(copy)
+        if (st.st_uid, st.st_gid) == (now.st_uid, now.st_gid):
+            continue
+        try:
+            os.chown(copy, st.st_uid, st.st_gid, follow_symlinks=False)
+        except PermissionError as exc:
+            raise StepFailed(
+                f"cannot copy {original} keeping its owner {st.st_uid}:{st.st_gid} "
+                f"(handrail runs as uid {os.geteuid()}); it was not deleted",
+                hint="run as root, or put the state directory on the target's filesystem",
+            ) from exc
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(copy, stat.S_IMODE(st.st_mode))  # chown clears setuid/setgid
+
+
 def _copy_item(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` durably: into a temp name beside dst, fsync, rename."""
     tmp = dst.with_name(f".{dst.name}{_TMP}")
@@ -176,6 +208,7 @@ def _copy_item(src: Path, dst: Path) -> None:
         shutil.copytree(src, tmp, symlinks=True)
     else:
         shutil.copy2(src, tmp)
+    _copy_owners(src, tmp)
     _fsync_tree(tmp)
     os.rename(tmp, dst)
     fsync_dir(dst.parent)
@@ -221,6 +254,11 @@ class QuarantineDelete(Step):
         kw.setdefault("writes", tuple(writes))
         kw.setdefault("batch_size", 100)
         super().__init__(name, **kw)
+        if not callable(select):
+            # A fixed list is checked now, so a bad path stops `plan` and `run` when the
+            # runbook loads; where its paths lead is checked when the target is validated,
+            # which `run` does before its first change.
+            target.guard(f"step {name!r}", self._checked(list(select), target))
 
     def derived_tier(self) -> Tier:
         # A delete is destructive by policy even though the quarantine makes it reversible.
@@ -260,7 +298,9 @@ class QuarantineDelete(Step):
         if p.is_absolute() or ".." in p.parts or str(p) in (".", ""):
             raise RunbookError(
                 f"step {self.name!r}: {rel!r} must be a path inside {target.path} "
-                "(relative, without '..')"
+                "(relative, without '..')",
+                hint=f"select paths relative to the directory, e.g. 'sub/file' for "
+                f"{target.path / 'sub' / 'file'}; nothing was changed",
             )
         if target._excluded(str(p)):
             raise RunbookError(
@@ -269,9 +309,8 @@ class QuarantineDelete(Step):
             )
         return str(p)
 
-    def _selected(self, ctx: StepContext) -> list[str]:
-        target = ctx.use(self.target)
-        raw = self.select(ctx) if callable(self.select) else self.select
+    def _checked(self, raw: Iterable[Any], target: Directory) -> list[str]:
+        """Clean relative paths, each once, none inside another."""
         out = list(dict.fromkeys(self._clean(r, target) for r in raw))
         chosen = set(out)
         for rel in out:
@@ -281,6 +320,21 @@ class QuarantineDelete(Step):
                         f"step {self.name!r}: {str(parent)!r} contains {rel!r}; select one"
                     )
         return out
+
+    def _selected(self, ctx: StepContext) -> list[str]:
+        """The selection, every path checked to stay inside the target (symlinks are
+        resolved): a path leading out is refused before anything moves."""
+        target = ctx.use(self.target)
+        raw = self.select(ctx) if callable(self.select) else self.select
+        out = self._checked(raw, target)
+        self._check_inside(target, out)
+        return out
+
+    def _check_inside(self, target: Directory, items: Iterable[str]) -> None:
+        if not target.path.exists():
+            return  # nothing to move; validate() reports a missing target
+        for rel in items:
+            target.check_inside(rel, by=f"step {self.name!r}")
 
     @staticmethod
     def state_dir(ctx: StepContext) -> Path:
@@ -315,6 +369,11 @@ class QuarantineDelete(Step):
         return self.on_deleted.key_of(rel) if self.on_deleted.key_of else rel
 
     # -- lifecycle ----------------------------------------------------------------------
+    def validate(self, ctx: StepContext) -> None:
+        """On the real state, before the run's first change: every selected path stays
+        inside the target (so a refusal names the user's paths, not a clone's)."""
+        self._selected(ctx)
+
     def plan(self, ctx: StepContext) -> Plan:
         items = self._selected(ctx)
         target = ctx.use(self.target)
@@ -376,6 +435,8 @@ class QuarantineDelete(Step):
             ctx.save_state(quarantine=str(qdir))
         mpath = self._manifest_path(qdir, batch)
         recorded: dict[str, Any] = json.loads(mpath.read_text())["items"] if mpath.exists() else {}
+        # 0. Again, right before moving: a symlink may have appeared since the plan.
+        self._check_inside(target, (rel for rel in items if os.path.lexists(target.path / rel)))
         # 1. The manifest of everything about to move, durable before the first rename.
         for rel in items:
             src, dst = target.path / rel, qdir / "items" / rel
@@ -530,6 +591,12 @@ class QuarantineDelete(Step):
             if os.path.lexists(src):
                 return None  # back already, or never moved
             return "neither in place nor in quarantine (purged or removed by hand?)"
+        parent = str(PurePosixPath(rel).parent)
+        try:  # its place may lead elsewhere now (a parent replaced by a symlink)
+            if parent != ".":
+                target.check_inside(parent, by=f"step {self.name!r}")
+        except ResourceError as exc:
+            return exc.message
         got = describe_tree(dst)
         if got != entry["entries"] and not force:
             diff = sorted(

@@ -1,5 +1,13 @@
 """Directories of files: a tar archive plus manifest as the backup, the manifest as the
-fingerprint (path, type, mode, size, sha256 of each entry, sorted)."""
+fingerprint (path, type, mode, size, sha256 of each entry, sorted).
+
+A restore puts every entry back exactly, owner and group included (numeric ids, as the
+archive recorded them), and extracts the same way on every Python the package supports:
+``tarfile``'s extraction filters only exist from 3.11.4 (and their ``tar`` filter would
+drop group-write and setgid bits), so each member is checked here instead: no absolute
+name, no ``..``, nothing written through a symlink, hard links only to earlier members.
+A symlink itself is restored as it was, wherever it points: it is the directory's data.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +18,12 @@ import shutil
 import stat
 import tarfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from ..errors import ResourceError
 from ..hashing import digest_parts, sha256_file
-from ._files import fsync_dir
+from ._files import Owner, apply_owner, can_keep_owner, fsync_dir
 from .base import ABSENT, Backup, Fingerprint, Resource
 
 
@@ -39,6 +47,9 @@ class Directory(Resource):
         self.path = Path(path)
         self.exclude = tuple(exclude)
         self.must_exist = not create
+        #: paths that steps will move away, by step: validate() refuses any that resolves
+        #: outside the directory, so `run` stops before its first change
+        self.guarded: dict[str, tuple[str, ...]] = {}
 
     def location(self) -> str:
         return str(self.path)
@@ -47,15 +58,67 @@ class Directory(Resource):
         return self.path.exists()
 
     def validate(self) -> None:
+        self._check_readable()
+        # Only here, before a run starts: a fingerprint taken during a rollback must not
+        # fail because a moved path's surroundings changed since.
+        for step, paths in self.guarded.items():
+            for rel in paths:
+                self.check_inside(rel, by=step)
+
+    def _check_readable(self) -> None:
         if not self.path.exists() and self.must_exist:
             raise ResourceError(
                 f"{self.name}: directory {self.path} does not exist",
                 hint="check the path; pass create=True if the runbook creates it",
             )
         if self.path.exists() and not self.path.is_dir():
-            raise ResourceError(f"{self.name}: {self.path} is not a directory")
+            raise ResourceError(
+                f"{self.name}: {self.path} is not a directory",
+                hint="check the path in the runbook; nothing was changed",
+            )
         if self.path.exists() and not os.access(self.path, os.R_OK | os.X_OK):
-            raise ResourceError(f"{self.name}: {self.path} is not readable")
+            raise ResourceError(
+                f"{self.name}: directory {self.path} is not readable by uid {os.geteuid()}",
+                hint="run handrail as a user that can read the whole tree (its owner, or root)",
+            )
+
+    def guard(self, step: str, paths: Sequence[str]) -> None:
+        """Have :meth:`validate` check that ``paths`` (which ``step`` will move) resolve
+        inside the directory: ``run`` validates every resource before its first change."""
+        self.guarded[step] = tuple(paths)
+
+    def check_inside(self, rel: str, *, by: str) -> Path:
+        """The real path of ``rel``, refusing one that leads out of the directory.
+
+        Every directory on the way is resolved (a symlinked directory leads wherever it
+        points); the last component is not followed when it is a symlink, since the link
+        itself is what moves, but a link pointing outside is refused as well: whoever
+        selected it most likely meant what it points to, which is not ours to move."""
+        root = Path(os.path.realpath(self.path))
+        full = self.path / rel
+        parent = Path(os.path.realpath(full.parent))
+        where: Path | None = None
+        if not parent.is_relative_to(root):
+            where = parent / full.name
+        elif full.is_symlink():
+            target = Path(os.path.realpath(full))
+            if not target.is_relative_to(root):
+                where = target
+        if where is not None:
+            raise ResourceError(
+                f"{by}: {rel!r} in {self.name} ({self.path}) leads to {where}, outside the "
+                "directory; it is not in the directory's backup, so handrail will not move it",
+                hint="remove it from the selection (or replace the symlink); nothing was changed",
+            )
+        real = parent / full.name
+        inner = real.relative_to(root).as_posix()
+        if inner != "." and self._excluded(inner):
+            raise ResourceError(
+                f"{by}: {rel!r} in {self.name} is {inner!r}, which is excluded (another "
+                "resource owns it)",
+                hint="remove it from the selection; nothing was changed",
+            )
+        return real
 
     def _excluded(self, rel: str) -> bool:
         base = rel.rsplit("/", 1)[-1]
@@ -104,7 +167,7 @@ class Directory(Resource):
     def fingerprint(self) -> Fingerprint:
         if not self.path.exists():
             return ABSENT
-        self.validate()
+        self._check_readable()
         parts = {
             f"path:{rel}": hashlib.sha256(entry.encode()).hexdigest()
             for rel, entry in self.manifest().items()
@@ -114,8 +177,8 @@ class Directory(Resource):
     def snapshot(self, dest: Path) -> Backup:
         if not self.path.exists():
             return Backup(self.name, self.kind, None, "", 0, ABSENT, {"absent": True})
-        self.validate()
         fp = self.fingerprint()
+        root = Owner.of(self.path)
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / f"{self.name}.tar"
         tmp = target.with_suffix(".partial")
@@ -133,29 +196,53 @@ class Directory(Resource):
             digest,
             size,
             fp,
-            {"source": str(self.path), "entries": len(fp.parts)},
+            {
+                "source": str(self.path),
+                "entries": len(fp.parts),
+                "root": root.to_json() if root else None,
+            },
         )
 
     def restore(self, backup: Backup) -> None:
         """Replace the tree's (non-excluded) content with the archive's, atomically per
-        directory: extract beside it, move excluded entries across, then swap."""
+        directory: extract beside it, move excluded entries across, then swap. Every
+        entry gets back its owner, group and mode, the directory itself those recorded
+        at backup time (an older backup without them: those it has now)."""
+        self._restore(backup, keep_owners=True)
+
+    def restore_into(self, backup: Backup, scratch: Path) -> Resource:
+        # A scratch copy proves the content; it stays the runner's (a non-root runner
+        # could not give it away, and nobody else reads it).
+        copy = self.clone_empty(scratch)
+        copy._restore(backup, keep_owners=False)
+        return copy
+
+    def _restore(self, backup: Backup, *, keep_owners: bool) -> None:
         if backup.path is None:
             self._remove_owned()
             return
         backup.check_artefact()
+        root = Owner.from_json(backup.meta.get("root")) or Owner.of(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staging = self.path.with_name(f".{self.path.name}.handrail-restore")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        with tarfile.open(backup.path, "r") as tar:
-            tar.extractall(staging, filter="tar")
+        try:  # everything that can fail, before the first entry of the tree moves
+            with tarfile.open(backup.path, "r") as tar:
+                safe_extract(tar, staging, keep_owners=keep_owners)
+            if self.path.exists():
+                shutil.copystat(self.path, staging)
+            if root is not None and keep_owners:
+                apply_owner(staging, root, self.path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         if self.path.exists():
             # Entries that another resource owns (excluded) stay where they are.
             for rel, full in list(_walk_excluded(self)):
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(full, target)
-            shutil.copystat(self.path, staging)
             old = self.path.with_name(f".{self.path.name}.handrail-old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(self.path, old)
@@ -229,3 +316,58 @@ def _walk_excluded(d: Directory) -> Iterator[tuple[str, Path]]:
                 if name in dirs:
                     dirs.remove(name)
                 yield rel, Path(root) / name
+
+
+#: tarfile's extraction filters (3.11.4+, 3.12+); before them extractall takes no filter
+HAS_TAR_FILTER = hasattr(tarfile, "data_filter")
+
+
+def check_members(members: Sequence[tarfile.TarInfo]) -> None:
+    """Refuse an archive that would write outside its destination: an absolute name, a
+    ``..`` component, a member under a symlink member, a hard link to anything but an
+    earlier member, or a device. Symlinks themselves may point anywhere."""
+    links: set[str] = set()
+    seen: set[str] = set()
+    for m in members:
+        name = m.name.rstrip("/")
+        parts = PurePosixPath(name).parts
+        problem = ""
+        if name.startswith("/") or os.path.isabs(name):
+            problem = "an absolute path"
+        elif ".." in parts or not parts:
+            problem = "a path leaving the directory"
+        elif any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+            problem = "written through a symlink"
+        elif m.islnk() and m.linkname.rstrip("/") not in seen:
+            problem = f"a hard link to {m.linkname!r}, not an earlier member"
+        elif m.ischr() or m.isblk():
+            problem = "a device"
+        if problem:
+            raise ResourceError(
+                f"backup archive member {m.name!r} is {problem}; not extracting it",
+                hint="the archive was not written by handrail or was tampered with",
+            )
+        if m.issym():
+            links.add(name)
+        seen.add(name)
+
+
+def safe_extract(tar: tarfile.TarFile, dest: Path, *, keep_owners: bool = True) -> None:
+    """Extract every member into ``dest`` exactly (modes, numeric owners, links), after
+    :func:`check_members`, on any Python the package supports. With ``keep_owners``, an
+    archive whose owners this process cannot give back is refused before extracting."""
+    members = tar.getmembers()
+    check_members(members)
+    if keep_owners:
+        for m in members:
+            if not can_keep_owner(Owner(m.uid, m.gid, m.mode)):
+                raise ResourceError(
+                    f"cannot restore {m.name!r} with its owner {m.uid}:{m.gid}: handrail "
+                    f"runs as uid {os.geteuid()}; nothing was changed",
+                    hint="restore as root (or as the user owning every file in the backup)",
+                )
+    if HAS_TAR_FILTER:
+        # Checked above; 'fully_trusted' keeps modes and owners exactly as recorded.
+        tar.extractall(dest, members=members, numeric_owner=True, filter="fully_trusted")
+    else:
+        tar.extractall(dest, members=members, numeric_owner=True)
