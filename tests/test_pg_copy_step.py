@@ -124,9 +124,10 @@ def test_a_target_with_rules_is_refused_before_anything_changes(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "divert" in proc.stderr
     assert "ON CONFLICT" in proc.stderr
-    # run: backups first, then the step's planning fails the run; no row was written
+    # run: the preflight refuses it before any backup or row (exit 2)
     proc = cli_proc("run", str(book), "--yes", env={"T_DSN": pg_dsn}, cwd=tmp_path)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "step 'copy'" in proc.stdout + proc.stderr
     assert "INSERT or UPDATE rules (divert)" in proc.stdout + proc.stderr
     assert target.query("SELECT count(*) FROM content") == [(0,)]
     assert target.query("SELECT count(*) FROM diverted") == [(0,)]
@@ -198,7 +199,8 @@ def test_step_resolves_duplicates_once_and_reads_ahead(
         Runbook("copy", steps=[step]),
         Journal(tmp_path / ".h"),
         runbook_key="k",
-        options=RunOptions(auto_approve=True),
+        # the counts below are of this run's copy, not of the preflight's on a clone
+        options=RunOptions(auto_approve=True, preflight=False),
     )
     assert ex.run().status is RunStatus.COMPLETED
     assert step._cached is None  # the job was closed after the last range

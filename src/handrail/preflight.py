@@ -22,9 +22,12 @@ is reported.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,21 +220,22 @@ def _forward(
     from .executor import Executor, RunOptions
     from .journal import Journal
 
-    journal = Journal(state)
-    try:
-        ex = Executor(
-            runbook,
-            journal,
-            runbook_key="preflight",
-            options=RunOptions(
-                auto_approve=True, allow_destructive=True, preflight=False, clock=clock
-            ),
-            bindings=clones,
-            mode="preflight",
-        )
-        result = ex.run()
-    finally:
-        journal.close()
+    with _test_crash_hooks_paused():
+        journal = Journal(state)
+        try:
+            ex = Executor(
+                runbook,
+                journal,
+                runbook_key="preflight",
+                options=RunOptions(
+                    auto_approve=True, allow_destructive=True, preflight=False, clock=clock
+                ),
+                bindings=clones,
+                mode="preflight",
+            )
+            result = ex.run()
+        finally:
+            journal.close()
     report.rehearsed = True
     if result.status is RunStatus.COMPLETED:
         return
@@ -242,3 +246,17 @@ def _forward(
         f"preflight on clones of the data: {result.message}",
         hint="fix the runbook or the data; nothing was changed (--no-preflight skips this proof)",
     )
+
+
+@contextmanager
+def _test_crash_hooks_paused() -> Iterator[None]:
+    """The crash tests' kill switches count journal and database commits; the preflight's
+    commits on clones are not the run's, so they must neither count nor die."""
+    from .journal import CRASH_ENV
+    from .resources.sqlite import CRASH_IN_COMMIT_ENV
+
+    saved = {k: os.environ.pop(k) for k in (CRASH_ENV, CRASH_IN_COMMIT_ENV) if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

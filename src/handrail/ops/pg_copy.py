@@ -91,6 +91,13 @@ class CopyTable(Step):
             return None
         return int(rows[0][0])
 
+    def validate(self, ctx: StepContext) -> None:
+        """What the copy would refuse in the target (no unique index on the key, rules),
+        refused before the first change, when the table exists already."""
+        if self._count(ctx) is not None:
+            with ctx.use(self.target).connect() as conn:
+                TargetTable.load(conn, self.spec.mapping.target, self.spec.mapping.key)
+
     def plan(self, ctx: StepContext) -> Plan:
         m = self.spec.mapping
         src = ctx.use(self.source)
