@@ -3,6 +3,7 @@
     HandrailError                 exit 1   base; anything that went wrong in a run
     ├── BadInput                  exit 2   bad runbook, missing path, corrupt file, bad option
     │   ├── RunbookError          exit 2   runbook file cannot be loaded or is malformed
+    │   ├── PreflightFailed       exit 2   a step cannot run: found before the first change
     │   ├── ResourceError         exit 2   a resource is missing, unreadable or corrupt
     │   │   └── CredentialsRefused exit 2  a service answered 401/403 to handrail's token
     │   └── PolicyError           exit 2   the engine refuses: a rule in DESIGN's policy forbids it
@@ -44,6 +45,10 @@ class BadInput(HandrailError):
 
 class RunbookError(BadInput):
     """A runbook file does not load or does not define a valid ``runbook``."""
+
+
+class PreflightFailed(BadInput):
+    """A step cannot run, found by the preflight before the first change."""
 
 
 class ResourceError(BadInput):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .context import StepContext
-from .errors import BadInput, HandrailError
+from .errors import HandrailError, PreflightFailed
 from .model import RunStatus, Tier
 from .resources.base import Resource
 
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
 
 #: resources up to this size (bytes, all together) are cloned whole for the preflight
 DEFAULT_LIMIT = 256 * 1024 * 1024
-
-
-class PreflightFailed(BadInput):
-    """A step cannot run: found before the first change (exit 2)."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import fencing
 from ..context import StepContext
 from ..errors import RollbackConflict, RunbookError, StepFailed
 from ..hashing import sha256_file, sha256_text
@@ -103,6 +104,7 @@ class TransformJSON(Step):
         _, new = self._new(ctx)
         data = self._render(new)
         saved = ctx.step_dir() / "before.json"
+        fencing.check()  # a stale holder must not overwrite the saved original
         if f.exists():
             saved.write_bytes(f.path.read_bytes())
         owner = Owner.of(f.path)
