@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from handrail import (
+    CredentialsRefused,
     Executor,
     Gate,
     Journal,
@@ -339,10 +340,16 @@ def test_bad_or_missing_token_is_a_clear_error(
     assert f"{TOKEN_ENV} holding the API token is not set" in missing.stderr
     monkeypatch.setenv(TOKEN_ENV, "wrong-token-1234")
     step = push(service(server), wanted(videos[:2]))
-    result = executor(Runbook("t", steps=[step]), tmp_path / "s").run()
-    assert result.status is RunStatus.FAILED
-    assert "401 Unauthorized: the service refused the credentials" in result.message
-    assert "wrong-token-1234" not in result.message
+    ex = executor(Runbook("t", steps=[step]), tmp_path / "s")
+    with pytest.raises(CredentialsRefused) as refused:  # bad input: exit 2
+        ex.run()
+    assert refused.value.exit_code == 2
+    assert "401 Unauthorized: the service refused the credentials" in str(refused.value)
+    assert "wrong-token-1234" not in str(refused.value)
+    # the run is kept, failed and resumable, until the token is right
+    run = ex.journal.latest_run(str(tmp_path / "s" / "rb"))
+    assert run is not None
+    assert run.status is RunStatus.FAILED
 
 
 def test_external_push_must_be_staged_and_is_never_rehearsed_on_production(
