@@ -25,7 +25,8 @@ from .loader import default_state_dir, load_runbook, runbook_key
 from .model import RunStatus
 from .preflight import DEFAULT_LIMIT
 from .redact import redact
-from .resources.base import Backup, Fingerprint, verify_backup
+from .resources.base import verify_backup
+from .restore import backup_objects
 from .runbook import Runbook
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -625,21 +626,6 @@ def backups_list(run_ref: str | None, state_dir: Path | None, as_json: bool) -> 
         console.print(t)
 
 
-def _backup_objects(journal: Journal, run_id: str) -> dict[str, Backup]:
-    out = {}
-    for b in journal.backups(run_id):
-        out[b["resource"]] = Backup(
-            b["resource"],
-            b["kind"],
-            Path(b["path"]) if b["path"] else None,
-            b["sha256"],
-            b["size"],
-            Fingerprint.from_json(b["fingerprint"]),
-            b["meta"],
-        )
-    return out
-
-
 @backups.command("verify")
 @click.argument("run_ref", metavar="[RUN]", required=False)
 @state_option
@@ -650,7 +636,7 @@ def backups_verify(run_ref: str | None, state_dir: Path | None) -> None:
         rb = load_for(r)
         resources = {res.name: res for res in rb.resources}
         bad = 0
-        for name, b in _backup_objects(journal, r.id).items():
+        for name, b in backup_objects(journal, r.id).items():
             res = resources.get(name)
             if res is None:
                 console.print(f"[yellow]{name}: no longer in the runbook; checksum only[/]")

@@ -36,8 +36,8 @@ from .fencing import holding
 from .journal import Heartbeat, Journal, Lease, whoami
 from .model import RESUMABLE, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
 from .preflight import DEFAULT_LIMIT, PreflightReport, preflight, validate_steps
-from .resources.base import Backup, Fingerprint, Resource, verify_backup
-from .restore import RestoreResult, restore_backups
+from .resources.base import Fingerprint, Resource, verify_backup
+from .restore import RestoreResult, backup_objects, restore_backups
 from .runbook import Check, Gate, Runbook, Step
 
 
@@ -167,7 +167,7 @@ class Executor:
 
     def _ctx(self, run_id: str, step: Step, *, dry_run: bool = False) -> StepContext:
         row = None if dry_run else self.journal.step(run_id, step.name)
-        backups = {} if dry_run else self._backups(run_id)
+        backups = {} if dry_run else backup_objects(self.journal, run_id)
         plan = Plan.from_json(row.plan) if row is not None and row.plan else None
         run = None if dry_run else self.journal.run(run_id)
         return StepContext(
@@ -182,20 +182,6 @@ class Executor:
             state=row.state if row is not None else None,
             plan=plan,
         )
-
-    def _backups(self, run_id: str) -> dict[str, Backup]:
-        out = {}
-        for b in self.journal.backups(run_id):
-            out[b["resource"]] = Backup(
-                resource=b["resource"],
-                kind=b["kind"],
-                path=Path(b["path"]) if b["path"] else None,
-                sha256=b["sha256"],
-                size=b["size"],
-                fingerprint=Fingerprint.from_json(b["fingerprint"]),
-                meta=b["meta"],
-            )
-        return out
 
     def _event(
         self, run_id: str | None, kind: str, message: str, step: str | None = None, **data: Any
@@ -463,10 +449,14 @@ class Executor:
         except (HandrailError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            where = _data_path(step, self)
-            if where is not None and is_disk_full(exc, where):
-                raise disk_full(where, f"step {step.name!r} ({phase})", exc) from exc
+            self._raise_disk_full(step, f"step {step.name!r} ({phase})", exc)
             raise StepFailed(f"step {step.name!r} failed in {phase}: {exc!r}") from exc
+
+    def _raise_disk_full(self, step: Step, what: str, exc: Exception) -> None:
+        """A step's error that is a full disk under what it writes: say so (DiskFull)."""
+        where = _data_path(step, self)
+        if where is not None and is_disk_full(exc, where):
+            raise disk_full(where, what, exc) from exc
 
     def _apply(self, run_id: str, step: Step, ctx: StepContext) -> None:
         row = self.journal.step(run_id, step.name)
@@ -513,9 +503,7 @@ class Executor:
                         raise
                     except Exception as exc:
                         self.journal.update_step(run_id, step.name, error=repr(exc))
-                        where = _data_path(step, self)
-                        if where is not None and is_disk_full(exc, where):
-                            raise disk_full(where, f"batch {b} of step {step.name!r}", exc) from exc
+                        self._raise_disk_full(step, f"batch {b} of step {step.name!r}", exc)
                         raise StepFailed(
                             f"step {step.name!r} failed in batch {b}: {exc!r}",
                             hint=f"fix the cause and run again to resume, or roll back "

@@ -38,8 +38,9 @@ from .errors import HandrailError, PolicyError
 from .executor import Executor, Observer, RunOptions, RunResult
 from .journal import Journal
 from .model import RunStatus, Tier
-from .resources.base import Backup, Fingerprint, Resource
+from .resources.base import Fingerprint, Resource
 from .resources.sqlite import SQLite, quote_ident
+from .restore import backup_objects
 from .runbook import Runbook
 
 #: how many differing keys of one table a difference lists
@@ -382,7 +383,7 @@ def _run_phases(
     result.rollback_seconds = time.monotonic() - started
     after_rollback = _fingerprints(clones)
 
-    backups = _backups(journal, forward.run_id)
+    backups = backup_objects(journal, forward.run_id)
     for name, clone in clones.items():
         if after_rollback[name].digest == before[name].digest:
             continue
@@ -464,21 +465,6 @@ def _run_phases(
         },
     )
     obs.event("rehearsal-done", result.message, {"ok": result.ok})
-
-
-def _backups(journal: Journal, run_id: str) -> dict[str, Backup]:
-    out = {}
-    for b in journal.backups(run_id):
-        out[b["resource"]] = Backup(
-            resource=b["resource"],
-            kind=b["kind"],
-            path=Path(b["path"]) if b["path"] else None,
-            sha256=b["sha256"],
-            size=b["size"],
-            fingerprint=Fingerprint.from_json(b["fingerprint"]),
-            meta=b["meta"],
-        )
-    return out
 
 
 # -- locating a difference -------------------------------------------------------------------
