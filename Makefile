@@ -41,6 +41,7 @@ bench: $(STAMP) postgres
 	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/copy_pg.py
 	$(BIN)/python bench/parity.py
+	$(BIN)/python bench/preflight.py
 	$(BIN)/pip install -q -r bench/requirements-images.txt
 	$(BIN)/python bench/dhash.py --quick
 
