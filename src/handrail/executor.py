@@ -227,6 +227,7 @@ class Executor:
         self.obs.event("preflight", "preflight: proving every step can run before any change")
         report = preflight(
             self.runbook,
+            forward=self._forward_on_clones,
             bindings=self.bindings,
             scratch_parent=self.journal.state_dir,
             limit=self.options.preflight_limit,
@@ -236,6 +237,27 @@ class Executor:
         self.obs.event("preflight-done", report.summary(), report.to_json())
         for note in report.notes:
             self.warnings.append(f"preflight: {note}")
+
+    def _forward_on_clones(
+        self, clones: dict[str, Resource], state: Path, clock: str | None
+    ) -> RunResult:
+        """The preflight's forward run: this runbook on ``clones``, with a throwaway
+        journal in ``state``, every gate answered, nothing asked of a person."""
+        journal = Journal(state)
+        try:
+            ex = Executor(
+                self.runbook,
+                journal,
+                runbook_key="preflight",
+                options=RunOptions(
+                    auto_approve=True, allow_destructive=True, preflight=False, clock=clock
+                ),
+                bindings=clones,
+                mode="preflight",
+            )
+            return ex.run()
+        finally:
+            journal.close()
 
     #: what the preflight of this run found and cost (None: it did not run)
     preflight_report: PreflightReport | None = None

@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,9 +117,14 @@ def validate_steps(
     return validated, deferred
 
 
+#: runs the runbook forward on ``clones`` with a throwaway journal in a directory
+Forward = Callable[[dict[str, Resource], Path, "str | None"], Any]
+
+
 def preflight(
     runbook: Runbook,
     *,
+    forward: Forward,
     bindings: dict[str, Resource],
     scratch_parent: Path,
     limit: int = DEFAULT_LIMIT,
@@ -135,7 +140,7 @@ def preflight(
         clones = _clones(runbook, bindings, scratch / "clones", limit, report)
         if clones is not None:
             try:
-                _forward(runbook, clones, scratch / "journal", clock, report)
+                _forward(forward, clones, scratch / "journal", clock, report)
             finally:
                 for c in clones.values():
                     try:
@@ -207,31 +212,14 @@ def _clones(
 
 
 def _forward(
-    runbook: Runbook,
+    forward: Forward,
     clones: dict[str, Resource],
     state: Path,
     clock: str | None,
     report: PreflightReport,
 ) -> None:
-    from .executor import Executor, RunOptions
-    from .journal import Journal
-
     with _test_crash_hooks_paused():
-        journal = Journal(state)
-        try:
-            ex = Executor(
-                runbook,
-                journal,
-                runbook_key="preflight",
-                options=RunOptions(
-                    auto_approve=True, allow_destructive=True, preflight=False, clock=clock
-                ),
-                bindings=clones,
-                mode="preflight",
-            )
-            result = ex.run()
-        finally:
-            journal.close()
+        result = forward(clones, state, clock)
     report.rehearsed = True
     if result.status is RunStatus.COMPLETED:
         return
