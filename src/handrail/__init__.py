@@ -1,7 +1,13 @@
 """handrail: data migrations as runbooks in code, with an operator's habits enforced.
 
-The public API. A runbook file defines ``runbook = Runbook(...)`` from these pieces.
+The public API: everything a runbook or a program using handrail needs is importable from
+here (``from handrail import Runbook, SQLite, Backfill, Postgres, CopyTable``). Names that
+need an optional extra (PostgreSQL: ``pip install 'handrail[postgres]'``; HTTP services:
+``handrail[http]``; documents: ``handrail[review]``) are loaded when first used, so the
+core works without them. Modules below this one are private: their paths may change.
 """
+
+from typing import TYPE_CHECKING
 
 from . import checks
 from .context import StepContext
@@ -23,7 +29,7 @@ from .errors import (
 )
 from .executor import Executor, Observer, RunOptions, RunResult
 from .journal import Journal
-from .loader import load_runbook
+from .loader import load_runbook, runbook_key
 from .model import BlastRadius, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
 from .ops.backfill import Backfill
 from .ops.checkpoint import Checkpoint
@@ -34,6 +40,54 @@ from .resources import Backup, Directory, Fingerprint, JSONFile, Resource, SQLit
 from .runbook import Check, Gate, Runbook, Stages, Step
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these on use
+    from . import sqlmap as conversions
+    from .ops.http_push import HTTPPush
+    from .ops.pg_backfill import PgBackfill
+    from .ops.pg_copy import CopyTable, Parity
+    from .ops.pg_sql import PgSQL
+    from .ops.quarantine import QuarantineDelete, RowUpdate
+    from .pgcopy import CopySpec
+    from .rehearse import RehearsalOptions, RehearsalResult, rehearse
+    from .report import DocInputs, last_rehearsal, render, run_report, runbook_document
+    from .resources.http import HTTPService
+    from .resources.postgres import Postgres
+    from .sqlmap import Column, TableMap
+
+#: public names loaded on first use (their modules need optional extras), by module
+_LAZY: dict[str, tuple[str, ...]] = {
+    "handrail.resources.postgres": ("Postgres",),
+    "handrail.resources.http": ("HTTPService",),
+    "handrail.ops.pg_sql": ("PgSQL",),
+    "handrail.ops.pg_backfill": ("PgBackfill",),
+    "handrail.ops.http_push": ("HTTPPush",),
+    "handrail.ops.quarantine": ("QuarantineDelete", "RowUpdate"),
+    "handrail.ops.pg_copy": ("CopyTable", "Parity"),
+    "handrail.pgcopy": ("CopySpec",),
+    "handrail.sqlmap": ("Column", "TableMap"),
+    "handrail.rehearse": ("RehearsalOptions", "RehearsalResult", "rehearse"),
+    "handrail.report": ("DocInputs", "last_rehearsal", "render", "run_report", "runbook_document"),
+}
+#: module namespaces exported whole
+_LAZY_MODULES = {"conversions": "handrail.sqlmap"}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _LAZY_MODULES:
+        return importlib.import_module(_LAZY_MODULES[name])
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'handrail' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE) | set(_LAZY_MODULES))
+
 
 __all__ = [
     "SQL",
@@ -47,14 +101,20 @@ __all__ = [
     "CheckFailed",
     "CheckResult",
     "Checkpoint",
+    "Column",
+    "CopySpec",
+    "CopyTable",
     "CreateIndex",
     "CreateSchema",
     "CredentialsRefused",
     "Directory",
     "DiskFull",
+    "DocInputs",
     "Executor",
     "Fingerprint",
     "Gate",
+    "HTTPPush",
+    "HTTPService",
     "HandrailError",
     "ImportJSON",
     "ImportRecords",
@@ -64,14 +124,22 @@ __all__ = [
     "LeaseLost",
     "Observer",
     "Outcome",
+    "Parity",
+    "PgBackfill",
+    "PgSQL",
     "Plan",
     "PolicyError",
+    "Postgres",
     "PreflightFailed",
+    "QuarantineDelete",
     "RecordError",
+    "RehearsalOptions",
+    "RehearsalResult",
     "RejectShare",
     "Resource",
     "ResourceError",
     "RollbackConflict",
+    "RowUpdate",
     "RunOptions",
     "RunResult",
     "RunStatus",
@@ -84,8 +152,16 @@ __all__ = [
     "StepContext",
     "StepFailed",
     "StepStatus",
+    "TableMap",
     "Tier",
     "TransformJSON",
     "checks",
+    "conversions",
+    "last_rehearsal",
     "load_runbook",
+    "rehearse",
+    "render",
+    "run_report",
+    "runbook_document",
+    "runbook_key",
 ]
