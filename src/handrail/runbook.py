@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 
 GateAt = Literal["plan", "stage", "done"]
 
+#: the worst case of a step applied in batches, each committed whole with its ledger mark
+BATCH_WORST_CASE = (
+    "a batch fails: it rolls back whole; committed batches stay and a resume does not apply "
+    "them again"
+)
+
 
 def describe_callable(fn: Callable[..., Any]) -> str:
     """A stable description of a function for the plan hash: its source when available."""
@@ -230,6 +236,48 @@ class Step(ABC):
     def default_changes(self) -> str:
         names = ", ".join(r.name for r in self.writes) or "nothing"
         return f"writes {names}"
+
+    # -- explanations for people (the runbook document and blast-radius table ask) ---------
+    # Each returns one sentence whose `backtick-quoted` parts are shown as code (quote
+    # names with handrail.inline.code); everything else is shown literally. Steps override
+    # them beside their own code, so the documents know no step type.
+    def explain_changes(self) -> str:
+        """What this step changes. The runbook author's own ``blast`` words, when given,
+        are shown instead. Default: the resources it writes, or that it only reads."""
+        if not self.writes:
+            return "nothing: it only reads"
+        return self.default_changes()
+
+    def explain_worst_case(self) -> str:
+        """What a failure halfway leaves behind. The author's ``blast`` words, when
+        given, are shown instead. Default: from what it writes and how it commits."""
+        if not self.writes:
+            return "none: it changes nothing"
+        if self.exactly_once:
+            return "it fails: its one transaction rolls back whole, nothing is half-applied"
+        return "see the rollback"
+
+    def explain_rollback(self) -> str:
+        """How :meth:`rollback` undoes this step. Documents ask only a step that writes
+        and has an inverse, and only when this method is defined at or below the class
+        that defines :meth:`rollback` (a subclass with its own rollback and no word on it
+        gets this default). Default: the first line of the rollback's docstring."""
+        if self.tier is Tier.READ_ONLY:
+            return "nothing to undo: it changes nothing"
+        if not self.reversible():
+            return (
+                "no inverse: restore the run's verified backups with `handrail backups restore RUN`"
+            )
+        rollback = type(self).rollback
+        lines = (rollback.__doc__ or "").strip().splitlines()
+        first = lines[0].rstrip(".") if lines else ""
+        owner = rollback.__qualname__.split(".")[0]
+        return first or f"its own inverse (`{owner}.rollback`)"
+
+    def explain_sql(self) -> tuple[list[str], list[str] | None] | None:
+        """The statements a SQL step runs and those that undo it (None: no inverse),
+        listed in the runbook document; None for a step not written as SQL."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Everything that defines this step, for the plan hash and the documents."""

@@ -27,10 +27,11 @@ from typing import Any
 
 from ..context import StepContext
 from ..errors import RollbackConflict, RunbookError
+from ..inline import code, names
 from ..model import Plan
 from ..resources.base import Resource
 from ..resources.sqlite import LEDGER_PREFIX, SQLite, drop_empty_ledger_tables, quote_ident
-from ..runbook import describe_callable
+from ..runbook import BATCH_WORST_CASE, describe_callable
 from .sql import SQLiteStep
 
 Compute = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -97,6 +98,13 @@ class BackfillFields:
     where_params: tuple[Any, ...]
     read: list[str] | None
     _declared: frozenset[str]
+
+
+def backfill_changes(step: BackfillFields) -> str:
+    """What a backfill changes, in words (SQLite and PostgreSQL alike)."""
+    return (
+        f"sets {names(step.columns)} in rows of {code(step.table)}, in batches by {code(step.key)}"
+    )
 
 
 def configure(
@@ -281,6 +289,18 @@ class Backfill(BackfillFields, SQLiteStep):
 
     def params(self) -> dict[str, Any]:
         return backfill_params(self, self.db)
+
+    def explain_changes(self) -> str:
+        return backfill_changes(self)
+
+    def explain_worst_case(self) -> str:
+        return BATCH_WORST_CASE
+
+    def explain_rollback(self) -> str:
+        return (
+            f"puts back the prior values of {code(self.table)} from the step's undo table; "
+            "rows changed since are reported and left alone"
+        )
 
     def _select(self) -> str:
         if self.read is None:

@@ -25,3 +25,6 @@ class Checkpoint(Step):
 
     def rollback(self, ctx: StepContext) -> None:
         """Nothing to undo."""
+
+    def explain_rollback(self) -> str:
+        return "nothing to undo: it changes nothing"

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import StepContext
 from ..errors import RollbackConflict, RunbookError
 from ..hashing import canonical_json
+from ..inline import code
 from ..journal import now_iso
 from ..model import CheckResult, Outcome, Plan
 from ..redact import redact
@@ -349,6 +350,14 @@ class HTTPPush(Step):
     def default_changes(self) -> str:
         what = self.field or "a value"
         return f"sets {what} of each item on {self.service.name} ({self.service.location()})"
+
+    # explain_changes: default_changes above says it (and is what the author may replace)
+    def explain_rollback(self) -> str:
+        return (
+            f"puts back each item's prior value on {code(self.service.name)} (read and "
+            "kept right before the push wrote it); items changed since are reported and left "
+            "alone"
+        )
 
     def params(self) -> dict[str, Any]:
         def fn(x: Any) -> Any:

@@ -10,10 +10,11 @@ from typing import Any
 
 from ..context import StepContext
 from ..errors import ResourceError
+from ..inline import code, names
 from ..model import CheckResult, Outcome, Plan
 from ..resources.jsonfile import JSONFile, load_json
 from ..resources.sqlite import SQLite
-from ..runbook import Check, describe_callable
+from ..runbook import BATCH_WORST_CASE, Check, describe_callable
 from . import rowlog
 from .sql import SQLiteStep
 
@@ -74,6 +75,19 @@ class ImportRecords(SQLiteStep):
             "read": describe_callable(self.read),
             "mapper": describe_callable(self.mapper),
         }
+
+    def explain_changes(self) -> str:
+        return f"upserts rows into {code(self.table)} by {names(self.key_cols)}"
+
+    def explain_worst_case(self) -> str:
+        return BATCH_WORST_CASE
+
+    def explain_rollback(self) -> str:
+        return (
+            f"replays the undo log on {code(self.table)}: deletes the rows this run inserted "
+            "and restores the prior values of rows it updated; rows changed since are "
+            "reported and left alone"
+        )
 
     def validate(self, ctx: StepContext) -> None:
         from .sql import require_columns

@@ -15,6 +15,7 @@ from .. import fencing
 from ..context import StepContext
 from ..errors import RollbackConflict, RunbookError, StepFailed
 from ..hashing import sha256_file, sha256_text
+from ..inline import code
 from ..model import CheckResult, Outcome, Plan
 from ..resources._files import Owner, atomic_write_bytes, check_replaceable
 from ..resources.jsonfile import JSONFile, load_json
@@ -45,6 +46,18 @@ class TransformJSON(Step):
 
     def params(self) -> dict[str, Any]:
         return {"file": self.file.name, "fn": describe_callable(self.fn), "indent": self.indent}
+
+    def explain_changes(self) -> str:
+        return f"rewrites {code(self.file.name)} atomically (temp file, fsync, rename)"
+
+    def explain_worst_case(self) -> str:
+        return "none half-written: the old file or the new one, never a mix"
+
+    def explain_rollback(self) -> str:
+        return (
+            f"writes back the previous bytes of {code(self.file.name)} if it still holds "
+            "what the step wrote (removes it if the step created it); otherwise reports it"
+        )
 
     def _render(self, value: Any) -> bytes:
         try:

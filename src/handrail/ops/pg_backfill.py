@@ -17,12 +17,14 @@ import psycopg
 
 from ..context import StepContext
 from ..errors import RollbackConflict
+from ..inline import code
 from ..model import Plan
 from ..resources.postgres import HANDRAIL_SCHEMA, Postgres, quote_ident
-from ..runbook import Step
+from ..runbook import BATCH_WORST_CASE, Step
 from .backfill import (
     BackfillFields,
     Compute,
+    backfill_changes,
     backfill_params,
     changed_values,
     configure,
@@ -71,6 +73,18 @@ class PgBackfill(BackfillFields, Step):
 
     def params(self) -> dict[str, Any]:
         return backfill_params(self, self.db)
+
+    def explain_changes(self) -> str:
+        return backfill_changes(self)
+
+    def explain_worst_case(self) -> str:
+        return BATCH_WORST_CASE
+
+    def explain_rollback(self) -> str:
+        return (
+            f"puts back the prior values of {code(self.table)} from the step's undo "
+            "log in the database; rows changed since are reported and left alone"
+        )
 
     def _t(self) -> str:
         return ".".join(quote_ident(p) for p in self.table.split(".", 1))

@@ -16,12 +16,13 @@ from typing import Any
 
 from ..context import StepContext
 from ..errors import PolicyError
+from ..inline import code, names
 from ..model import CheckResult, Plan
 from ..parity import parity
 from ..pgcopy import CopyJob, CopySpec, KeyRange, Prepared, TargetTable
 from ..resources.postgres import Postgres, quote_ident
 from ..resources.sqlite import SQLite
-from ..runbook import Check, Step
+from ..runbook import BATCH_WORST_CASE, Check, Step
 from ..sqlmap import TableMap
 from . import owned
 
@@ -76,6 +77,25 @@ class CopyTable(Step):
             "columns": [repr(c) for c in m.columns],
             "rows_per_batch": self.rows_per_batch,
         }
+
+    def explain_changes(self) -> str:
+        m = self.spec.mapping
+        return (
+            f"upserts the rows of {code(m.source)} in {code(self.source.name)} into "
+            f"{code(self._qualified())} on {code(self.target.name)} by {names(list(m.key))}, "
+            f"in key ranges of up to {self.rows_per_batch:,} rows"
+        )
+
+    def explain_worst_case(self) -> str:
+        return BATCH_WORST_CASE
+
+    def explain_rollback(self) -> str:
+        return (
+            f"empties {code(self._qualified())} again if it was empty before the copy (and "
+            "resets its sequences), unless its rows changed since; a copy into a table that "
+            "already held rows has no row-level inverse: restore the run's verified backups "
+            "with `handrail backups restore RUN`"
+        )
 
     def _job(self, ctx: StepContext) -> CopyJob:
         return CopyJob(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..context import StepContext
+from ..inline import code
 from ..model import CheckResult, Outcome, Plan
 from ..resources.postgres import Postgres
 from ..runbook import Step
@@ -44,6 +45,17 @@ class PgSQL(Step):
 
     def params(self) -> dict[str, Any]:
         return {"db": self.db.name, "up": self.up, "down": self.down, "verify": self.verify_sql}
+
+    def explain_changes(self) -> str:
+        return f"runs {len(self.up)} statement(s) on {code(self.db.name)} in one transaction"
+
+    def explain_rollback(self) -> str:
+        if self.down is None:
+            return super().explain_rollback()
+        return "runs its down statements: " + " ".join(code(s) for s in self.down)
+
+    def explain_sql(self) -> tuple[list[str], list[str] | None] | None:
+        return list(self.up), (list(self.down) if self.down is not None else None)
 
     def plan(self, ctx: StepContext) -> Plan:
         return Plan(

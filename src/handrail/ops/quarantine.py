@@ -52,6 +52,7 @@ from ..errors import (
     StepFailed,
 )
 from ..hashing import sha256_file
+from ..inline import code
 from ..journal import Journal
 from ..model import CheckResult, Outcome, Plan, RunStatus, Tier
 from ..resources._files import atomic_write_bytes, fsync_dir
@@ -270,6 +271,13 @@ class QuarantineDelete(Step):
             cols = ", ".join(self.on_deleted.values)
             out += f"; sets {cols} on their rows of {self.on_deleted.table}"
         return out
+
+    # explain_changes: default_changes above says it (and is what the author may replace)
+    def explain_rollback(self) -> str:
+        return (
+            f"moves what it quarantined back into {code(self.target.name)} and undoes its "
+            "row updates, while the quarantine is kept (`handrail purge` empties it)"
+        )
 
     def params(self) -> dict[str, Any]:
         rows = self.on_deleted

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..context import StepContext
 from ..errors import BadInput
+from ..inline import code, names
 from ..model import BlastRadius, CheckResult, Outcome, Plan
 from ..resources.sqlite import SQLite, quote_ident
 from ..runbook import Gate, Stages, Step
@@ -166,6 +167,17 @@ class SQL(SQLiteStep):
     def params(self) -> dict[str, Any]:
         return {"db": self.db.name, "up": self.up, "down": self.down, "verify": self.verify_sql}
 
+    def explain_changes(self) -> str:
+        return f"runs {len(self.up)} statement(s) on {code(self.db.name)} in one transaction"
+
+    def explain_rollback(self) -> str:
+        if self.down is None:
+            return super().explain_rollback()
+        return "runs its down statements: " + " ".join(code(s) for s in self.down)
+
+    def explain_sql(self) -> tuple[list[str], list[str] | None] | None:
+        return list(self.up), (list(self.down) if self.down is not None else None)
+
     def validate(self, ctx: StepContext) -> None:
         """Each ``up`` statement compiles against the real schema, up to the first that
         follows a schema change of its own (the forward run on clones checks the rest)."""
@@ -266,6 +278,18 @@ class CreateSchema(SQLiteStep):
     def params(self) -> dict[str, Any]:
         return {"db": self.db.name, "ddl": self.ddl}
 
+    def explain_changes(self) -> str:
+        return (
+            f"creates missing tables and indexes in {code(self.db.name)} "
+            f"({len(self.ddl)} statement(s))"
+        )
+
+    def explain_rollback(self) -> str:
+        return (
+            f"drops the tables and indexes this run created in {code(self.db.name)} "
+            "(and the database file, if the run created it)"
+        )
+
     def _objects(self) -> list[tuple[str, str]]:
         """(type, name) of each CREATE statement, parsed by SQLite itself."""
         mem = sqlite3.connect(":memory:")
@@ -364,6 +388,16 @@ class AddColumns(SQLiteStep):
     def params(self) -> dict[str, Any]:
         return {"db": self.db.name, "table": self.table, "columns": self.columns}
 
+    def explain_changes(self) -> str:
+        cols = [f"{c} {t}" for c, t in self.columns.items()]
+        return f"adds nullable column(s) {names(cols)} to {code(self.table)} if missing"
+
+    def explain_rollback(self) -> str:
+        return (
+            f"drops the columns this run added to {code(self.table)} "
+            f"({names(list(self.columns))}); columns that were already there stay"
+        )
+
     def validate(self, ctx: StepContext) -> None:
         with ctx.use(self.db).connect() as conn:
             require_columns(ctx.use(self.db), conn, self.table, [], "the table to add columns to")
@@ -426,6 +460,13 @@ class CreateIndex(SQLiteStep):
             "columns": self.cols,
             "unique": self.unique,
         }
+
+    def explain_changes(self) -> str:
+        on = f"{self.table}({', '.join(self.cols)})"
+        return f"creates index {code(self.index)} on {code(on)} if missing"
+
+    def explain_rollback(self) -> str:
+        return f"drops index {code(self.index)} if this run created it"
 
     def validate(self, ctx: StepContext) -> None:
         with ctx.use(self.db).connect() as conn:

@@ -22,22 +22,11 @@ from typing import Literal
 
 from ..errors import BadInput
 
+# code and plain live with the steps' explanations, which write the same inline markup.
+from ..inline import code as code
+from ..inline import plain as plain
+
 FOOTER_MARK = "<!-- handrail: footer (not part of the diffable document) -->"
-_SPECIAL = re.compile(r"([\\`*])")
-
-
-def plain(text: object) -> str:
-    """Text shown literally: the characters inline markup uses are escaped."""
-    return _SPECIAL.sub(r"\\\1", str(text))
-
-
-def code(text: object) -> str:
-    """An inline code span holding ``text`` exactly (fenced by enough backticks)."""
-    s = str(text).replace("\n", " ")
-    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if s.startswith("`") or s.endswith("`") or not s.strip() else ""
-    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def strong(text: str) -> str:

@@ -39,7 +39,6 @@ from .describe import (
     needs_person,
     on_fail_text,
     rollback_text,
-    sql_of,
     stages_text,
     ticked,
     verify_text,
@@ -374,7 +373,7 @@ def _step_section(
     facts.append(f"{strong('Worst case on partial failure:')} {worst_case_text(step)}")
     facts.append(f"{strong('Detection:')} {_detection(step)}")
     doc.bullets(facts)
-    sql = sql_of(step)
+    sql = step.explain_sql()
     if sql is not None:
         doc.code(";\n".join(s.rstrip(";") for s in sql[0]) + ";", "sql")
     for gate in step.gates:

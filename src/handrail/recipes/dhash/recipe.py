@@ -30,6 +30,7 @@ from ...checks import Predicate
 from ...context import StepContext
 from ...errors import ResourceError
 from ...hashing import sha256_file
+from ...inline import code
 from ...model import BlastRadius, Plan
 from ...ops.json_transform import TransformJSON
 from ...resources import JSONFile
@@ -311,6 +312,13 @@ class WriteLibrary(TransformJSON):
             summary=f"write {lib.path.name} with dHash fields on {n} image(s) "
             "(temp file, fsync, atomic rename)",
             items=n,
+        )
+
+    def explain_rollback(self) -> str:
+        return (
+            f"writes back the previous bytes of {code(self.file.name)} if it still holds "
+            "what the step wrote; otherwise strips only the dHash fields and keeps the edits "
+            "made since"
         )
 
     def rollback(self, ctx: StepContext) -> None:
