@@ -492,65 +492,78 @@ def upsert_blast(table: str) -> BlastRadius:
     )
 
 
-def import_steps(files: StateFiles, batch_size: int) -> list[ImportRecords]:
-    """Steps 2 to 6: one import per source, each upserting its table by key."""
-    root = files.root
-    return [
-        ImportRecords(
-            "import settings",
-            db=files.db,
-            table="settings",
-            key="key",
-            read=files.read_settings,
-            mapper=map_setting,
-            reads=(files.data, files.settings),
-            blast=upsert_blast("settings"),
-        ),
-        ImportJSON(
-            "import executions",
-            db=files.db,
-            table="executions",
-            key="id",
-            source=files.executions,
-            reader=Timed(read_executions, root / "executions.json").read,
-            mapper=map_execution,
-            optional=True,
-            batch_size=batch_size,
-            blast=upsert_blast("executions"),
-        ),
-        ImportJSON(
-            "import manual queue",
-            db=files.db,
-            table="manual_queue",
-            key="path",
-            source=files.state,
-            reader=Timed(read_queue, root / "state.json").read,
-            mapper=map_queue,
-            optional=True,
-            blast=upsert_blast("manual_queue"),
-        ),
-        ImportJSON(
-            "import progress",
-            db=files.db,
-            table="progress",
-            key="job_id",
-            source=files.progress,
-            reader=Timed(read_progress, root / "progress.json").read,
-            mapper=map_progress,
-            optional=True,
-            blast=upsert_blast("progress"),
-        ),
-        ImportRecords(
-            "import heartbeats",
-            db=files.db,
-            table="heartbeats",
-            key="service_name",
-            read=files.read_heartbeats,
-            mapper=map_heartbeat,
-            reads=(files.data,),
-            blast=upsert_blast("heartbeats"),
-        ),
-    ]
+def import_settings(files: StateFiles) -> ImportRecords:
+    """Step 2: settings.json, with the .env defaults it lacks, into settings."""
+    return ImportRecords(
+        "import settings",
+        db=files.db,
+        table="settings",
+        key="key",
+        read=files.read_settings,
+        mapper=map_setting,
+        reads=(files.data, files.settings),
+        blast=upsert_blast("settings"),
+    )
+
+
+def import_executions(files: StateFiles, batch_size: int) -> ImportJSON:
+    """Step 3: executions.json (if there) into executions, ``batch_size`` rows a batch."""
+    return ImportJSON(
+        "import executions",
+        db=files.db,
+        table="executions",
+        key="id",
+        source=files.executions,
+        reader=Timed(read_executions, files.root / "executions.json").read,
+        mapper=map_execution,
+        optional=True,
+        batch_size=batch_size,
+        blast=upsert_blast("executions"),
+    )
+
+
+def import_manual_queue(files: StateFiles) -> ImportJSON:
+    """Step 4: state.json's queue (if there) into manual_queue."""
+    return ImportJSON(
+        "import manual queue",
+        db=files.db,
+        table="manual_queue",
+        key="path",
+        source=files.state,
+        reader=Timed(read_queue, files.root / "state.json").read,
+        mapper=map_queue,
+        optional=True,
+        blast=upsert_blast("manual_queue"),
+    )
+
+
+def import_progress(files: StateFiles) -> ImportJSON:
+    """Step 5: progress.json (if there) into progress."""
+    return ImportJSON(
+        "import progress",
+        db=files.db,
+        table="progress",
+        key="job_id",
+        source=files.progress,
+        reader=Timed(read_progress, files.root / "progress.json").read,
+        mapper=map_progress,
+        optional=True,
+        blast=upsert_blast("progress"),
+    )
+
+
+def import_heartbeats(files: StateFiles) -> ImportRecords:
+    """Step 6: the heartbeat files into heartbeats."""
+    return ImportRecords(
+        "import heartbeats",
+        db=files.db,
+        table="heartbeats",
+        key="service_name",
+        read=files.read_heartbeats,
+        mapper=map_heartbeat,
+        reads=(files.data,),
+        blast=upsert_blast("heartbeats"),
+    )
 
 
 def check_import(
@@ -614,7 +627,13 @@ def build(
     """
     data_dir = Path(data_dir)
     files = StateFiles.of(data_dir)
-    imports = import_steps(files, batch_size)
+    imports = [
+        import_settings(files),
+        import_executions(files, batch_size),
+        import_manual_queue(files),
+        import_progress(files),
+        import_heartbeats(files),
+    ]
     return Runbook(
         NAME,
         steps=[
