@@ -21,6 +21,7 @@ The library is ``library.json`` (``{"images": [{"path", "filename", ...}]}``). S
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -178,8 +179,13 @@ def _cpus() -> int:
     return default_workers()
 
 
-def failure_rate(max_rate: float) -> Predicate:
-    def check(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class FailureRate:
+    """Hash images' gate: the share of images that failed to hash, from the results store."""
+
+    max_rate: float
+
+    def __call__(self, ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
         conn = _store(ctx, "hash images")
         try:
             ok = conn.execute("SELECT count(*) FROM hashes").fetchone()[0]
@@ -189,6 +195,7 @@ def failure_rate(max_rate: float) -> Predicate:
         failed = sum(n for _, n in bad)
         total = ok + failed
         rate = failed / total if total else 0.0
+        max_rate = self.max_rate
         return rate <= max_rate, {
             "images": total,
             "failed": failed,
@@ -198,13 +205,24 @@ def failure_rate(max_rate: float) -> Predicate:
             "message": f"{failed} of {total} images failed ({rate:.2%}; limit {max_rate:.2%})",
         }
 
+
+def failure_rate(max_rate: float) -> Predicate:
+    """Hash images: halt when more than ``max_rate`` of the images fail to hash."""
     return Predicate(
-        "failure rate", check, f"at most {max_rate:.1%} of images fail to hash (halt above)"
+        "failure rate",
+        FailureRate(max_rate),
+        f"at most {max_rate:.1%} of images fail to hash (halt above)",
     )
 
 
-def hash_timing(mean_ms: float, p95_ms: float) -> Predicate:
-    def check(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class HashTiming:
+    """Hash images' gate: mean and p95 time per hashed image against the targets."""
+
+    mean_ms: float
+    p95_ms: float
+
+    def __call__(self, ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
         conn = _store(ctx, "hash images")
         try:
             times = sorted(s for (s,) in conn.execute("SELECT seconds FROM timings"))
@@ -214,18 +232,23 @@ def hash_timing(mean_ms: float, p95_ms: float) -> Predicate:
             return True, {"hashed": 0, "message": "every image came from the cache"}
         mean = 1000 * sum(times) / len(times)
         p95 = 1000 * times[max(0, -(-95 * len(times) // 100) - 1)]
-        ok = mean <= mean_ms and p95 <= p95_ms
+        ok = mean <= self.mean_ms and p95 <= self.p95_ms
         return ok, {
             "hashed": len(times),
             "mean_ms": round(mean, 2),
             "p95_ms": round(p95, 2),
-            "target_mean_ms": mean_ms,
-            "target_p95_ms": p95_ms,
+            "target_mean_ms": self.mean_ms,
+            "target_p95_ms": self.p95_ms,
             "message": f"mean {mean:.1f} ms, p95 {p95:.1f} ms per image",
         }
 
+
+def hash_timing(mean_ms: float, p95_ms: float) -> Predicate:
+    """Hash images: the time per image (mean and p95) is within the targets."""
     return Predicate(
-        "hash time per image", check, f"mean <= {mean_ms:g} ms and p95 <= {p95_ms:g} ms per image"
+        "hash time per image",
+        HashTiming(mean_ms, p95_ms),
+        f"mean <= {mean_ms:g} ms and p95 <= {p95_ms:g} ms per image",
     )
 
 
@@ -339,6 +362,175 @@ class WriteLibrary(TransformJSON):
         ctx.save_state(stripped=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class NewLibrary:
+    """Write library: the library with the run's dHash fields per image and the top-level
+    ``dhash_migration``, ``dhash_duplicates`` and ``dhash_errors``, from the results store
+    and the clusters of ``find duplicates``. The settings are recorded in the file."""
+
+    lib_path: Path
+    threshold: int
+    band: tuple[int, int]
+    batch_size: int
+    mode: Mode
+
+    def document(self, old: Any, ctx: StepContext) -> Any:
+        hashes, errors = _results(ctx)
+        clusters_file = ctx.work_dir / "find duplicates" / "clusters.json"
+        clusters = json.loads(clusters_file.read_text())["clusters"]
+        stamp = ctx.state.setdefault("generated_at", _run_time(ctx))
+        images = _images(old, self.lib_path)
+        for img in images:
+            p = img.get("path") or img.get("filename")
+            full = (
+                str(self.lib_path.parent / p)
+                if isinstance(p, str) and not Path(p).is_absolute()
+                else p
+            )
+            if full in hashes:
+                img["dhash"] = hashes[full]
+                img["dhash_generated_at"] = stamp
+        dup_rows = [
+            {"original": c["representative"], "duplicate": m, "hammingDistance": d}
+            for c in clusters
+            for m, d in zip(c["members"], c["distances"], strict=True)
+            if m != c["representative"]
+        ]
+        old["dhash_duplicates"] = dup_rows
+        old["dhash_errors"] = [
+            {"image": p, "error": f"{r}: {d}".rstrip(": ")} for p, r, d in errors
+        ]
+        old["dhash_migration"] = {
+            "total": len(images),
+            "hashed": len(hashes),
+            "errors": len(errors),
+            "clusters": len(clusters),
+            "duplicates_found": len(dup_rows),
+            "threshold": self.threshold,
+            "review_band": list(self.band),
+            "batch_size": self.batch_size,
+            "mode": self.mode,
+            "generated_at": stamp,
+        }
+        return old
+
+
+def _results(ctx: StepContext) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """The results store's hashes by path, and its errors (path, reason, detail)."""
+    conn = _store(ctx, "hash images")
+    try:
+        hashes = dict(conn.execute("SELECT path, dhash FROM hashes"))
+        errors = conn.execute("SELECT path, reason, detail FROM errors ORDER BY path").fetchall()
+    finally:
+        conn.close()
+    return hashes, errors
+
+
+def _without_dhash(imgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in img.items() if k not in DHASH_FIELDS} for img in imgs]
+
+
+@dataclasses.dataclass(frozen=True)
+class NothingLost:
+    """Write library's gate: every image of the backup is in the new file with all its
+    original fields (compared without the dHash fields on both sides: a re-run replaces
+    its own)."""
+
+    library: JSONFile
+    lib_path: Path
+
+    def __call__(self, ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+        backup = ctx.backup_of(self.library)
+        if backup is None or backup.path is None:
+            return False, {"message": "no backup of the library to compare with"}
+        before = _images(load_json(backup.path), backup.path)
+        after = _images(ctx.use(self.library).read(), self.lib_path)
+        kept = _without_dhash(after)
+        lost = [b.get("path") for b in _without_dhash(before) if b not in kept]
+        return not lost and len(after) == len(before), {
+            "before": len(before),
+            "after": len(after),
+            "lost_or_changed": lost[:20],
+            "message": f"{len(lost)} image(s) lost or changed" if lost else "",
+        }
+
+
+# -- the steps, in runbook order ----------------------------------------------------------
+def hash_images(
+    library: JSONFile,
+    state_dir: Path,
+    *,
+    mode: Mode,
+    workers: int | None,
+    batch_size: int,
+    max_failure_rate: float,
+    mean_ms: float,
+    p95_ms: float,
+) -> HashImages:
+    """Step 1: hash every listed image (cached), gated on failure rate and time per image."""
+    return HashImages(
+        "hash images",
+        library,
+        cache=state_dir / "dhash-cache.sqlite",
+        mode=mode,
+        workers=workers,
+        batch_size=batch_size,
+        gates=[
+            Gate(
+                "hashing healthy",
+                checks=[failure_rate(max_failure_rate), hash_timing(mean_ms, p95_ms)],
+            )
+        ],
+        blast=BlastRadius(
+            changes="nothing of the library: reads images, fills the hash cache",
+            worst_case="a worker crashes: the batch is hashed again on resume",
+            detection="the failure-rate gate",
+        ),
+    )
+
+
+def find_duplicates(state_dir: Path, *, threshold: int, band: tuple[int, int]) -> FindDuplicates:
+    """Step 2: clusters and the review queue, with the decisions imported so far."""
+    return FindDuplicates(
+        "find duplicates",
+        threshold=threshold,
+        band=band,
+        decisions=state_dir / "dhash-decisions.json",
+        blast=BlastRadius(
+            changes="nothing of the library: writes the review queue files",
+            worst_case="none",
+            detection="cluster counts in the journal",
+        ),
+    )
+
+
+def write_library(library: JSONFile, new_library: NewLibrary) -> WriteLibrary:
+    """Step 3: the new library.json, atomically, gated on no image lost."""
+    return WriteLibrary(
+        "write library",
+        library,
+        new_library.document,
+        gates=[
+            Gate(
+                "no image lost",
+                checks=[
+                    Predicate(
+                        "every image kept with its fields",
+                        NothingLost(library, new_library.lib_path),
+                        "every image of the input is in the output with all its original fields",
+                    )
+                ],
+            )
+        ],
+        blast=BlastRadius(
+            changes="rewrites library.json with dHash fields (atomic rename)",
+            worst_case="none half-written: the old or the new file, never a mix",
+            detection="the no-image-lost gate",
+        ),
+    )
+
+
+# -- the runbook --------------------------------------------------------------------------
 def build(
     root: str | Path,
     *,
@@ -365,128 +557,23 @@ def build(
         )
     state_dir = Path(state) if state else lib_path.parent / ".handrail"
     library = JSONFile("library", lib_path)
-    hashing = HashImages(
-        "hash images",
-        library,
-        cache=state_dir / "dhash-cache.sqlite",
-        mode=mode,
-        workers=workers,
-        batch_size=batch_size,
-        gates=[
-            Gate(
-                "hashing healthy",
-                checks=[failure_rate(max_failure_rate), hash_timing(mean_ms, p95_ms)],
-            )
-        ],
-        blast=BlastRadius(
-            changes="nothing of the library: reads images, fills the hash cache",
-            worst_case="a worker crashes: the batch is hashed again on resume",
-            detection="the failure-rate gate",
-        ),
-    )
-    dups = FindDuplicates(
-        "find duplicates",
-        threshold=threshold,
-        band=band,
-        decisions=state_dir / "dhash-decisions.json",
-        blast=BlastRadius(
-            changes="nothing of the library: writes the review queue files",
-            worst_case="none",
-            detection="cluster counts in the journal",
-        ),
-    )
-
-    def new_library(old: Any, ctx: StepContext) -> Any:
-        conn = _store(ctx, "hash images")
-        try:
-            hashes = dict(conn.execute("SELECT path, dhash FROM hashes"))
-            errors = conn.execute(
-                "SELECT path, reason, detail FROM errors ORDER BY path"
-            ).fetchall()
-        finally:
-            conn.close()
-        clusters_file = ctx.work_dir / "find duplicates" / "clusters.json"
-        clusters = json.loads(clusters_file.read_text())["clusters"]
-        stamp = ctx.state.setdefault("generated_at", _run_time(ctx))
-        images = _images(old, lib_path)
-        for img in images:
-            p = img.get("path") or img.get("filename")
-            full = (
-                str(lib_path.parent / p) if isinstance(p, str) and not Path(p).is_absolute() else p
-            )
-            if full in hashes:
-                img["dhash"] = hashes[full]
-                img["dhash_generated_at"] = stamp
-        dup_rows = [
-            {"original": c["representative"], "duplicate": m, "hammingDistance": d}
-            for c in clusters
-            for m, d in zip(c["members"], c["distances"], strict=True)
-            if m != c["representative"]
-        ]
-        old["dhash_duplicates"] = dup_rows
-        old["dhash_errors"] = [
-            {"image": p, "error": f"{r}: {d}".rstrip(": ")} for p, r, d in errors
-        ]
-        old["dhash_migration"] = {
-            "total": len(images),
-            "hashed": len(hashes),
-            "errors": len(errors),
-            "clusters": len(clusters),
-            "duplicates_found": len(dup_rows),
-            "threshold": threshold,
-            "review_band": list(band),
-            "batch_size": batch_size,
-            "mode": mode,
-            "generated_at": stamp,
-        }
-        return old
-
-    def nothing_lost(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
-        backup = ctx.backup_of(library)
-        if backup is None or backup.path is None:
-            return False, {"message": "no backup of the library to compare with"}
-        before = _images(load_json(backup.path), backup.path)
-        after_doc = ctx.use(library).read()
-        after = _images(after_doc, lib_path)
-
-        def strip(imgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return [{k: v for k, v in img.items() if k not in DHASH_FIELDS} for img in imgs]
-
-        # Compared without the dHash fields on both sides: a re-run replaces its own.
-        kept = strip(after)
-        lost = [b.get("path") for b in strip(before) if b not in kept]
-        return not lost and len(after) == len(before), {
-            "before": len(before),
-            "after": len(after),
-            "lost_or_changed": lost[:20],
-            "message": f"{len(lost)} image(s) lost or changed" if lost else "",
-        }
-
-    write = WriteLibrary(
-        "write library",
-        library,
-        new_library,
-        gates=[
-            Gate(
-                "no image lost",
-                checks=[
-                    Predicate(
-                        "every image kept with its fields",
-                        nothing_lost,
-                        "every image of the input is in the output with all its original fields",
-                    )
-                ],
-            )
-        ],
-        blast=BlastRadius(
-            changes="rewrites library.json with dHash fields (atomic rename)",
-            worst_case="none half-written: the old or the new file, never a mix",
-            detection="the no-image-lost gate",
-        ),
-    )
+    new_library = NewLibrary(lib_path, threshold, band, batch_size, mode)
     return Runbook(
         NAME,
-        steps=[hashing, dups, write],
+        steps=[
+            hash_images(
+                library,
+                state_dir,
+                mode=mode,
+                workers=workers,
+                batch_size=batch_size,
+                max_failure_rate=max_failure_rate,
+                mean_ms=mean_ms,
+                p95_ms=p95_ms,
+            ),
+            find_duplicates(state_dir, threshold=threshold, band=band),
+            write_library(library, new_library),
+        ],
         description=SUMMARY,
         prerequisites=["no other program writes library.json during the run"],
     )

@@ -1,7 +1,7 @@
-"""Recipe A: the domain-categorization backfill and its push to PeerTube.
+"""The domains recipe: the domain-categorization backfill and its push to PeerTube.
 
-From shared/seeds/000 (the hand-written runbook) and 001 (its blast-radius table). What
-the hand-written version did and what this does instead:
+It rewrites a hand-written runbook and its blast-radius table. What the hand-written
+version did and what this does instead:
 
 - Its rollback of a bad backfill was ``UPDATE documents SET recon_domain = NULL`` for every
   row, which also wiped assignments that did not come from the run; here rollback restores
@@ -17,8 +17,9 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...checks import (
     ColumnsExist,
@@ -46,9 +47,16 @@ NEW_COLUMNS = {
     "peertube_category_pushed_at": "TEXT",
 }
 INDEX = "idx_documents_recon_domain_status"
-#: the investigation's benchmarks the dry run is compared with (seeds/README.md A)
+#: the investigation's benchmarks the dry run is compared with (shares of documents, %)
 BENCHMARK = {"assigned": 94.8, "tied_pass_1": 5.2}
 REPROCESS_BENCHMARK = {"needs_reprocess": 19.5}
+#: the statuses whose category is pushed, as an SQL list
+PUSHABLE_SQL = ", ".join(f"'{s.value}'" for s in sorted(PUSHABLE))
+
+if TYPE_CHECKING:  # PostgreSQL and HTTP stay optional until the push is built
+    from ...ops.http_push import HTTPPush
+    from ...resources.http import HTTPService
+    from ...resources.postgres import Postgres
 
 
 class NothingLeftOr(Check):
@@ -85,19 +93,10 @@ class NothingLeftOr(Check):
         )
 
 
-def backfill_steps(
-    root: str | Path, *, assigned_at: str, tolerance_pp: float = 5.0, batch_size: int = 1000
-) -> tuple[SQLite, Directory, list[Step]]:
-    """Schema change, pass 1 and the tiebreaker: the part of the recipe on recon.db.
-    ``root`` is RECON's data directory (a str or a Path, as for :func:`build`)."""
-    root = Path(root)
-    recon = SQLite("recon", root / "recon.db")
-    concepts = Directory("concepts", root / "concepts", backup_when_read=False)
-    if not (root / "recon.db").exists():
-        raise ResourceError(
-            f"recon.db not found in {root}", hint="point the runbook at RECON's data directory"
-        )
-    schema = AddColumns(
+# -- the RECON side: schema, pass 1, tiebreaker -------------------------------------------
+def schema_change(recon: SQLite) -> AddColumns:
+    """Step 1: the four new nullable columns on documents."""
+    return AddColumns(
         "schema change",
         recon,
         table="documents",
@@ -108,7 +107,11 @@ def backfill_steps(
             detection="the schema gate's column and index checks",
         ),
     )
-    index = CreateIndex(
+
+
+def status_index(recon: SQLite) -> CreateIndex:
+    """Step 2: the status index, gated on the whole schema change being in place."""
+    return CreateIndex(
         "status index",
         recon,
         index=INDEX,
@@ -130,7 +133,46 @@ def backfill_steps(
             detection="the schema gate",
         ),
     )
-    p1 = Backfill(
+
+
+def benchmark_checks(recon: SQLite, tolerance_pp: float) -> list[Check]:
+    """Pass 1's dry-run gate: the planned status shares against the investigation's
+    benchmarks (unless every document pass 1 can decide was decided before)."""
+    return [
+        NothingLeftOr(
+            PlanDistribution(
+                "recon_domain_status",
+                BENCHMARK,
+                tolerance_pp=tolerance_pp,
+                among=list(BENCHMARK),
+                name="assigned vs tied",
+            ),
+            recon,
+        ),
+        NothingLeftOr(
+            PlanDistribution(
+                "recon_domain_status",
+                REPROCESS_BENCHMARK,
+                tolerance_pp=tolerance_pp,
+                name="needs_reprocess share",
+            ),
+            recon,
+        ),
+    ]
+
+
+def backfill_pass1(
+    recon: SQLite,
+    concepts: Directory,
+    root: Path,
+    *,
+    assigned_at: str,
+    tolerance_pp: float,
+    batch_size: int,
+) -> Backfill:
+    """Step 3: pass 1 assigns a domain from each document's concepts; a dry-run gate
+    against the benchmarks, then a human spot check of 20 assignments."""
+    return Backfill(
         "backfill pass 1",
         recon,
         table="documents",
@@ -143,27 +185,7 @@ def backfill_steps(
             Gate(
                 "dry run matches the benchmarks",
                 at="plan",
-                checks=[
-                    NothingLeftOr(
-                        PlanDistribution(
-                            "recon_domain_status",
-                            BENCHMARK,
-                            tolerance_pp=tolerance_pp,
-                            among=list(BENCHMARK),
-                            name="assigned vs tied",
-                        ),
-                        recon,
-                    ),
-                    NothingLeftOr(
-                        PlanDistribution(
-                            "recon_domain_status",
-                            REPROCESS_BENCHMARK,
-                            tolerance_pp=tolerance_pp,
-                            name="needs_reprocess share",
-                        ),
-                        recon,
-                    ),
-                ],
+                checks=benchmark_checks(recon, tolerance_pp),
                 instructions="Halt and investigate any deviation beyond the tolerance.",
             ),
             Gate(
@@ -186,7 +208,14 @@ def backfill_steps(
             detection="the dry-run distribution gate; the 20-document spot check",
         ),
     )
-    p2 = Backfill(
+
+
+def tiebreaker(
+    recon: SQLite, concepts: Directory, root: Path, *, assigned_at: str, batch_size: int
+) -> Backfill:
+    """Step 4: pass 2 resolves pass 1's ties from the channel's other videos; a human
+    spot-checks 5 resolutions."""
+    return Backfill(
         "tiebreaker",
         recon,
         table="documents",
@@ -219,37 +248,51 @@ def backfill_steps(
             detection="the 5-item spot check; the status breakdown",
         ),
     )
-    return recon, concepts, [schema, index, p1, p2]
 
 
-def push_steps(
-    root: Path,
-    recon: SQLite,
-    concepts: Directory,
-    *,
-    peertube_url: str,
-    peertube_dsn: str,
-    token_env: str,
-    assigned_at: str,
-    rate_limit: float | None = None,
-    stages: Sequence[int | None] = (100, 1000, None),
-    reprocess_stages: Sequence[int | None] = (10, 100, None),
-) -> list[Step]:
-    """Push to PeerTube (staged, gated by per-category counts), stamp what was pushed, and
-    the destructive reprocess-missing step through the quarantine."""
-    from ...ops.http_push import HTTPPush
-    from ...ops.quarantine import QuarantineDelete, RowUpdate
-    from ...resources.http import HTTPService
-    from ...resources.postgres import Postgres
+def backfill_steps(
+    root: str | Path, *, assigned_at: str, tolerance_pp: float = 5.0, batch_size: int = 1000
+) -> tuple[SQLite, Directory, list[Step]]:
+    """Schema change, pass 1 and the tiebreaker: the part of the recipe on recon.db.
+    ``root`` is RECON's data directory (a str or a Path, as for :func:`build`)."""
+    root = Path(root)
+    recon = SQLite("recon", root / "recon.db")
+    concepts = Directory("concepts", root / "concepts", backup_when_read=False)
+    if not (root / "recon.db").exists():
+        raise ResourceError(
+            f"recon.db not found in {root}", hint="point the runbook at RECON's data directory"
+        )
+    return (
+        recon,
+        concepts,
+        [
+            schema_change(recon),
+            status_index(recon),
+            backfill_pass1(
+                recon,
+                concepts,
+                root,
+                assigned_at=assigned_at,
+                tolerance_pp=tolerance_pp,
+                batch_size=batch_size,
+            ),
+            tiebreaker(recon, concepts, root, assigned_at=assigned_at, batch_size=batch_size),
+        ],
+    )
 
-    peertube = HTTPService("peertube", peertube_url, token_env=token_env, rate_limit=rate_limit)
-    peertube_db = Postgres("peertube_db", peertube_dsn)  # the whole database, as the seed did
-    pushable = ", ".join(f"'{s.value}'" for s in sorted(PUSHABLE))
 
-    def to_push(ctx: StepContext) -> list[dict[str, Any]]:
-        rows = ctx.use(recon).query(
+# -- the PeerTube side: push, stamp, reprocess --------------------------------------------
+@dataclass(frozen=True)
+class PushQueue:
+    """Push categories' work list: each decided, not yet pushed document that is a video
+    (a UUID in its path) with a domain that has a PeerTube category."""
+
+    recon: SQLite
+
+    def items(self, ctx: StepContext) -> list[dict[str, Any]]:
+        rows = ctx.use(self.recon).query(
             "SELECT d.hash, d.recon_domain, c.path FROM documents d JOIN catalogue c "
-            f"ON c.hash = d.hash WHERE d.recon_domain_status IN ({pushable}) "
+            f"ON c.hash = d.hash WHERE d.recon_domain_status IN ({PUSHABLE_SQL}) "
             "AND d.peertube_category_pushed_at IS NULL ORDER BY d.hash"
         )
         out = []
@@ -259,9 +302,19 @@ def push_steps(
                 out.append({"uuid": uuid, "category": CATEGORY_OF[domain]})
         return out
 
-    def stage_counts(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
-        """PeerTube's own count per category, for the videos pushed so far, equals ours."""
+
+@dataclass
+class StageCounts:
+    """Push categories' stage gate: PeerTube's own count per category, for the videos
+    pushed so far, equals ours. ``push`` is the step it gates, bound once it exists."""
+
+    peertube_db: Postgres
+    push: HTTPPush | None = None
+
+    def __call__(self, ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
         assert ctx.journal is not None
+        assert self.push is not None, "bound by push_categories()"
+        push = self.push
         # A video PeerTube does not know (404) is a journalled reject, not a pushed video.
         rejected = {r["key"] for r in ctx.journal.rejects(ctx.run_id, ctx.step)}
         pushed = [
@@ -272,7 +325,7 @@ def push_steps(
             if push.item_key(i) not in rejected
         ]
         wanted = Counter(int(i["category"]) for i in pushed)
-        rows = ctx.use(peertube_db).query(
+        rows = ctx.use(self.peertube_db).query(
             "SELECT category, count(*) FROM video WHERE uuid::text = ANY(%s) GROUP BY category",
             ([i["uuid"] for i in pushed],),
         )
@@ -290,10 +343,19 @@ def push_steps(
             "message": f"categories differ: {wrong}" if wrong else "",
         }
 
+
+def push_categories(
+    recon: SQLite, peertube: HTTPService, peertube_db: Postgres, stages: Sequence[int | None]
+) -> HTTPPush:
+    """Step 5: each video's category through PeerTube's API, in stages, each stage gated
+    by PeerTube's own per-category counts."""
+    from ...ops.http_push import HTTPPush
+
+    counts = StageCounts(peertube_db)
     push = HTTPPush(
         "push categories",
         peertube,
-        items=to_push,
+        items=PushQueue(recon).items,
         path="/api/v1/videos/{uuid}",
         field="category",
         stages=list(stages),
@@ -305,7 +367,7 @@ def push_steps(
                 checks=[
                     Predicate(
                         "PeerTube counts per category",
-                        stage_counts,
+                        counts,
                         "PeerTube's count per category for the pushed videos equals the push's",
                     )
                 ],
@@ -317,13 +379,19 @@ def push_steps(
             detection="the per-category count gate after each stage; PeerTube's UI labels",
         ),
     )
+    counts.push = push
+    return push
 
-    stamped = StampPushed(
+
+def stamp_pushed(recon: SQLite, push: HTTPPush, assigned_at: str) -> StampPushed:
+    """Step 6: stamp the documents whose push PeerTube took (the rest are pushed again
+    by the next run)."""
+    return StampPushed(
         "stamp pushed",
         recon,
         push=push,
         assigned_at=assigned_at,
-        where=f"recon_domain_status IN ({pushable}) AND peertube_category_pushed_at IS NULL "
+        where=f"recon_domain_status IN ({PUSHABLE_SQL}) AND peertube_category_pushed_at IS NULL "
         "AND hash IN (SELECT hash FROM catalogue)",
         blast=BlastRadius(
             changes="peertube_category_pushed_at on the documents whose push PeerTube took",
@@ -332,18 +400,45 @@ def push_steps(
         ),
     )
 
-    def stale_concepts(ctx: StepContext) -> list[str]:
-        rows = ctx.use(recon).query(
+
+@dataclass(frozen=True)
+class StaleConcepts:
+    """Reprocess missing's work list: the concept directories of needs_reprocess documents
+    that left the pipeline."""
+
+    recon: SQLite
+    concepts: Directory
+
+    def select(self, ctx: StepContext) -> list[str]:
+        rows = ctx.use(self.recon).query(
             "SELECT hash FROM documents WHERE recon_domain_status = 'needs_reprocess' "
             "AND status != 'catalogued' ORDER BY hash"
         )
-        root_dir = ctx.use(concepts).path
+        root_dir = ctx.use(self.concepts).path
         return [h for (h,) in rows if (root_dir / h).exists()]
 
-    reprocess = QuarantineDelete(
+
+@dataclass(frozen=True)
+class Requeued:
+    """Reprocess missing's stage gate: every quarantined document is back at catalogued."""
+
+    recon: SQLite
+
+    def __call__(self, ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+        return _requeued(ctx, self.recon)
+
+
+def reprocess_missing(
+    recon: SQLite, concepts: Directory, reprocess_stages: Sequence[int | None]
+) -> Step:
+    """Step 7, destructive: stale concept directories go to the run's quarantine (a
+    rename, undone byte-identical) and their documents back to catalogued, in stages."""
+    from ...ops.quarantine import QuarantineDelete, RowUpdate
+
+    return QuarantineDelete(
         "reprocess missing",
         concepts,
-        select=stale_concepts,
+        select=StaleConcepts(recon, concepts).select,
         on_deleted=RowUpdate(recon, "documents", "hash", {"status": "catalogued"}),
         stages=list(reprocess_stages),
         gates=[
@@ -353,7 +448,7 @@ def push_steps(
                 checks=[
                     Predicate(
                         "re-queued",
-                        lambda ctx: _requeued(ctx, recon),
+                        Requeued(recon),
                         "every quarantined document is back at status catalogued",
                     )
                 ],
@@ -366,7 +461,34 @@ def push_steps(
             detection="queued count; concept dirs missing; the stage gate",
         ),
     )
-    return [push, stamped, reprocess]
+
+
+def push_steps(
+    root: Path,
+    recon: SQLite,
+    concepts: Directory,
+    *,
+    peertube_url: str,
+    peertube_dsn: str,
+    token_env: str,
+    assigned_at: str,
+    rate_limit: float | None = None,
+    stages: Sequence[int | None] = (100, 1000, None),
+    reprocess_stages: Sequence[int | None] = (10, 100, None),
+) -> list[Step]:
+    """Push to PeerTube (staged, gated by per-category counts), stamp what was pushed, and
+    the destructive reprocess-missing step through the quarantine."""
+    from ...resources.http import HTTPService
+    from ...resources.postgres import Postgres
+
+    peertube = HTTPService("peertube", peertube_url, token_env=token_env, rate_limit=rate_limit)
+    peertube_db = Postgres("peertube_db", peertube_dsn)  # the whole database, as the seed did
+    push = push_categories(recon, peertube, peertube_db, stages)
+    return [
+        push,
+        stamp_pushed(recon, push, assigned_at),
+        reprocess_missing(recon, concepts, reprocess_stages),
+    ]
 
 
 class StampPushed(Backfill):

@@ -17,6 +17,7 @@ What the hand-written plan did, and what this does instead:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from . import rules
 
 NAME = "merge"
 SUMMARY = "two diverged SQLite copies merged into PostgreSQL, with a parity proof"
+#: the two merge steps, named by the reject gate that judges them together
+MERGE_CONTENT, MERGE_SUMMARIES = "merge copies", "merge summaries"
 
 DROP = [
     "DROP TABLE IF EXISTS content_summaries",
@@ -126,100 +129,173 @@ class _Rejected:
         self.reason = reason
 
 
-def _mapper(columns: tuple[str, ...]) -> Any:
-    def mapper(rec: SourceRecord) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Staged:
+    """Merge copies / merge summaries: a merged record as a staging row of ``columns``;
+    a record the merge left out raises, so it becomes a journalled reject."""
+
+    columns: tuple[str, ...]
+
+    def row(self, rec: SourceRecord) -> dict[str, Any]:
         if isinstance(rec.value, _Rejected):
             raise RecordError(rec.value.reason)
-        return {c: _staged(rec.value[c], c) for c in columns}
-
-    return mapper
+        return {c: _staged(rec.value[c], c) for c in self.columns}
 
 
-def build(
-    root: str | Path, *, dsn: str, rows_per_batch: int = 500, max_reject_share: float = 0.0
-) -> Runbook:
-    """The merge of ``root/processing.db`` and ``root/dashboard.db`` (with
-    ``root/last_sync.json``) into the PostgreSQL database ``dsn``.
+def read_from_postgres(old: Any) -> Any:
+    """Flip read switch: the dashboard reads PostgreSQL, and the switch remembers what it
+    read before."""
+    return {"read_from": "postgres", "previous": (old or {}).get("read_from", "sqlite")}
 
-    A video with a value that does not convert is a reject (key and reason in the journal)
-    and the rest are merged; the gate after the merge fails, naming the rejects, when more
-    than ``max_reject_share`` of the merged records are rejected (by default: any), before
-    anything is copied. A rejected curated video fails the curated checks at any share.
-    """
-    root = Path(root)
-    for name in ("processing.db", "dashboard.db", "last_sync.json"):
-        if not (root / name).exists():
-            raise ResourceError(
-                f"{root / name} not found",
-                hint="the directory needs both copies and last_sync.json",
-            )
-    processing = SQLite("processing", root / "processing.db")
-    dashboard = SQLite("dashboard", root / "dashboard.db")
-    staging = SQLite("staging", root / "merged.db", create=True)
-    target = Postgres("target", dsn)
-    switch = JSONFile("read_switch", root / "read_switch.json", create=True)
-    last_sync = rules.load_last_sync(root / "last_sync.json")
-    curated = rules.curated_ids(root / "dashboard.db")
-    marks = ", ".join(f"'{v}'" for v in curated)
 
-    def curated_kept() -> list[Check]:
-        """At every gate: the dashboard's curated rows are as before the run, and (once
-        copied) the target holds exactly the curated values the merge keeps."""
-        checks: list[Check] = [
-            RecordsPreserved(
-                dashboard,
-                "SELECT id, video_id, category, subcategory, subcategories_json FROM "
-                f"content WHERE video_id IN ({marks}) ORDER BY id",
-                name="curated records intact",
-            )
-        ]
+# -- the resources and what the merge reads of them ---------------------------------------
+@dataclass(frozen=True)
+class Copies:
+    """The two SQLite copies, the staging database, the PostgreSQL target and the read
+    switch, with what the merge rules read of the copies (last sync, curated videos).
 
-        def in_target(ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
-            rejected: dict[str, str] = {}
-            want = {
-                r["video_id"]: r
-                for r in rules.expected_merge(
-                    ctx.use(processing).path, ctx.use(dashboard).path, last_sync, rejects=rejected
+    Its methods read through ``ctx.use``, so a rehearsal reads its clones."""
+
+    processing: SQLite
+    dashboard: SQLite
+    staging: SQLite
+    target: Postgres
+    switch: JSONFile
+    last_sync: datetime
+    curated: tuple[str, ...]
+
+    @classmethod
+    def of(cls, root: Path, dsn: str) -> Copies:
+        for name in ("processing.db", "dashboard.db", "last_sync.json"):
+            if not (root / name).exists():
+                raise ResourceError(
+                    f"{root / name} not found",
+                    hint="the directory needs both copies and last_sync.json",
                 )
-                if r["video_id"] in set(curated)
-            }
-            got = {
-                r[0]: r
-                for r in ctx.use(target).query(
-                    "SELECT video_id, category, subcategory, subcategories_json FROM content "
-                    "WHERE video_id = ANY(%s)",
-                    (list(curated),),
-                )
-            }
-            wrong = sorted(
-                v
-                for v, w in want.items()
-                if v not in got
-                or (w["category"], w["subcategory"], w["subcategories_json"]) != tuple(got[v][1:])
-            )
-            # A curated video the merge rejected is a curated record lost: never accepted.
-            lost = {v: rejected[v] for v in curated if v in rejected}
-            wrong = sorted([*wrong, *lost])
-            return not wrong, {
-                "curated": len(curated),
-                "in_target": len(got),
-                "wrong": wrong[:20],
-                "rejected": [{"video_id": v, "reason": r} for v, r in list(lost.items())[:20]],
-                "message": f"{len(wrong)} curated record(s) differ" if wrong else "",
-            }
+        return cls(
+            processing=SQLite("processing", root / "processing.db"),
+            dashboard=SQLite("dashboard", root / "dashboard.db"),
+            staging=SQLite("staging", root / "merged.db", create=True),
+            target=Postgres("target", dsn),
+            switch=JSONFile("read_switch", root / "read_switch.json", create=True),
+            last_sync=rules.load_last_sync(root / "last_sync.json"),
+            curated=tuple(rules.curated_ids(root / "dashboard.db")),
+        )
 
+    def curated_query(self) -> str:
+        """The dashboard's curated rows, as the curated-records checks compare them."""
+        marks = ", ".join(f"'{v}'" for v in self.curated)
+        return (
+            "SELECT id, video_id, category, subcategory, subcategories_json FROM "
+            f"content WHERE video_id IN ({marks}) ORDER BY id"
+        )
+
+    def merged(self, ctx: StepContext) -> list[SourceRecord]:
+        """Merge copies: one record per surviving video, and one reject per left-out one."""
+        rejected: dict[str, str] = {}
+        rows = rules.expected_merge(
+            ctx.use(self.processing).path,
+            ctx.use(self.dashboard).path,
+            self.last_sync,
+            rejects=rejected,
+        )
         return [
-            *checks,
-            Predicate(
-                "curated records in the target",
-                in_target,
-                f"the {len(curated)} curated records hold the dashboard's values",
-            ),
+            *(SourceRecord("merge", r["video_id"], r) for r in rows),
+            *(SourceRecord("merge", v, _Rejected(why)) for v, why in rejected.items()),
         ]
 
-    schema = PgSQL(
+    def merged_summaries(self, ctx: StepContext) -> list[SourceRecord]:
+        """Merge summaries: one record per summary revision kept, one reject per group left."""
+        rejected: dict[str, str] = {}
+        rows = rules.expected_summaries(
+            ctx.use(self.processing).path,
+            ctx.use(self.dashboard).path,
+            self.last_sync,
+            rejects=rejected,
+        )
+        return [
+            *(
+                SourceRecord("merge", f"{r['video_id']}/{r['variant']}/{r['revision']}", r)
+                for r in rows
+            ),
+            *(SourceRecord("merge", k, _Rejected(why)) for k, why in rejected.items()),
+        ]
+
+    def curated_in_target(self, ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+        """The target holds exactly the curated values the merge keeps; a curated video the
+        merge rejected is a curated record lost, never accepted."""
+        curated = self.curated
+        rejected: dict[str, str] = {}
+        want = {
+            r["video_id"]: r
+            for r in rules.expected_merge(
+                ctx.use(self.processing).path,
+                ctx.use(self.dashboard).path,
+                self.last_sync,
+                rejects=rejected,
+            )
+            if r["video_id"] in set(curated)
+        }
+        got = {
+            r[0]: r
+            for r in ctx.use(self.target).query(
+                "SELECT video_id, category, subcategory, subcategories_json FROM content "
+                "WHERE video_id = ANY(%s)",
+                (list(curated),),
+            )
+        }
+        wrong = sorted(
+            v
+            for v, w in want.items()
+            if v not in got
+            or (w["category"], w["subcategory"], w["subcategories_json"]) != tuple(got[v][1:])
+        )
+        lost = {v: rejected[v] for v in curated if v in rejected}
+        wrong = sorted([*wrong, *lost])
+        return not wrong, {
+            "curated": len(curated),
+            "in_target": len(got),
+            "wrong": wrong[:20],
+            "rejected": [{"video_id": v, "reason": r} for v, r in list(lost.items())[:20]],
+            "message": f"{len(wrong)} curated record(s) differ" if wrong else "",
+        }
+
+    def latest_ok(self, ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+        """Copy summaries: exactly one latest revision per variant, the highest."""
+        return _latest_ok(ctx, self.target)
+
+
+def curated_kept(copies: Copies) -> list[Check]:
+    """At every gate: the dashboard's curated rows are as before the run, and (once
+    copied) the target holds exactly the curated values the merge keeps."""
+    return [
+        RecordsPreserved(copies.dashboard, copies.curated_query(), name="curated records intact"),
+        Predicate(
+            "curated records in the target",
+            copies.curated_in_target,
+            f"the {len(copies.curated)} curated records hold the dashboard's values",
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class RejectsWithin:
+    """Merge summaries' gate: the rejects of the merge steps named, against ``max_share``
+    of their records (by step name: the gate belongs to the last of them)."""
+
+    steps: tuple[str, ...]
+    max_share: float
+
+    def __call__(self, ctx: StepContext) -> tuple[bool | None, dict[str, Any]]:
+        return _rejects_ok(ctx, self.steps, self.max_share)
+
+
+# -- the steps, in runbook order ----------------------------------------------------------
+def create_target_schema(copies: Copies) -> PgSQL:
+    """Step 1: PostgreSQL's content and content_summaries tables with their triggers."""
+    return PgSQL(
         "create target schema",
-        target,
+        copies.target,
         up=rules.schema_sql(),
         down=DROP,
         gates=[
@@ -227,9 +303,8 @@ def build(
                 "schema in place",
                 checks=[
                     RecordsPreserved(
-                        dashboard,
-                        "SELECT id, video_id, category, subcategory, subcategories_json FROM "
-                        f"content WHERE video_id IN ({marks}) ORDER BY id",
+                        copies.dashboard,
+                        copies.curated_query(),
                         name="curated records intact",
                         expect_count=None,
                     )
@@ -242,9 +317,13 @@ def build(
             detection="the step's transaction error",
         ),
     )
-    stage = CreateSchema(
+
+
+def create_staging(copies: Copies) -> CreateSchema:
+    """Step 2: merged.db beside the copies, where the merge lands before the copy."""
+    return CreateSchema(
         "create staging",
-        staging,
+        copies.staging,
         ddl=STAGING_DDL,
         blast=BlastRadius(
             changes="merged.db beside the copies (the merge, before the copy)",
@@ -253,58 +332,43 @@ def build(
         ),
     )
 
-    def merged(ctx: StepContext) -> list[SourceRecord]:
-        rejected: dict[str, str] = {}
-        rows = rules.expected_merge(
-            ctx.use(processing).path, ctx.use(dashboard).path, last_sync, rejects=rejected
-        )
-        return [
-            *(SourceRecord("merge", r["video_id"], r) for r in rows),
-            *(SourceRecord("merge", v, _Rejected(why)) for v, why in rejected.items()),
-        ]
 
-    def merged_summaries(ctx: StepContext) -> list[SourceRecord]:
-        rejected: dict[str, str] = {}
-        rows = rules.expected_summaries(
-            ctx.use(processing).path, ctx.use(dashboard).path, last_sync, rejects=rejected
-        )
-        return [
-            *(
-                SourceRecord("merge", f"{r['video_id']}/{r['variant']}/{r['revision']}", r)
-                for r in rows
-            ),
-            *(SourceRecord("merge", k, _Rejected(why)) for k, why in rejected.items()),
-        ]
-
-    merge = ImportRecords(
-        "merge copies",
-        read=merged,
-        db=staging,
+def merge_copies(copies: Copies) -> ImportRecords:
+    """Step 3: the merge rules' content rows into the staging database, by video_id."""
+    return ImportRecords(
+        MERGE_CONTENT,
+        read=copies.merged,
+        db=copies.staging,
         table="content",
         key="video_id",
-        mapper=_mapper(rules.CONTENT_COLUMNS),
-        reads=(processing, dashboard),
+        mapper=Staged(rules.CONTENT_COLUMNS).row,
+        reads=(copies.processing, copies.dashboard),
         blast=BlastRadius(
             changes="merged.db content: one row per surviving video_id",
             worst_case="a wrong precedence rule: caught by the curated and parity gates",
             detection="curated-records check; parity against the merge",
         ),
     )
-    merge_summaries = ImportRecords(
-        "merge summaries",
-        read=merged_summaries,
-        db=staging,
+
+
+def merge_summaries(copies: Copies, max_reject_share: float) -> ImportRecords:
+    """Step 4: the summaries into staging; its gate stops the run, before anything is
+    copied, when the merge rejected more than ``max_reject_share`` of its records."""
+    return ImportRecords(
+        MERGE_SUMMARIES,
+        read=copies.merged_summaries,
+        db=copies.staging,
         table="summaries",
         key=["video_id", "variant", "revision"],
-        mapper=_mapper(rules.SUMMARY_COLUMNS),
-        reads=(processing, dashboard),
+        mapper=Staged(rules.SUMMARY_COLUMNS).row,
+        reads=(copies.processing, copies.dashboard),
         gates=[
             Gate(
                 "nothing rejected",
                 checks=[
                     Predicate(
                         "rejects within the limit",
-                        lambda ctx: _rejects_ok(ctx, (merge, merge_summaries), max_reject_share),
+                        RejectsWithin((MERGE_CONTENT, MERGE_SUMMARIES), max_reject_share),
                         f"at most {max_reject_share:.1%} of the merged records rejected "
                         "(a reject is a video or summary group the target will not hold)",
                     )
@@ -312,16 +376,23 @@ def build(
             )
         ],
     )
-    copy = CopyTable(
+
+
+def copy_content(copies: Copies, rows_per_batch: int) -> CopyTable:
+    """Step 5: staging content into PostgreSQL in batches, gated by parity and curation."""
+    return CopyTable(
         "copy content",
-        staging,
-        target,
+        copies.staging,
+        copies.target,
         CONTENT_MAP,
         rows_per_batch=rows_per_batch,
         gates=[
             Gate(
                 "content equals the merge",
-                checks=[Parity(staging, target, CONTENT_MAP), *curated_kept()],
+                checks=[
+                    Parity(copies.staging, copies.target, CONTENT_MAP),
+                    *curated_kept(copies),
+                ],
             )
         ],
         blast=BlastRadius(
@@ -330,43 +401,73 @@ def build(
             detection="the parity gate names missing, extra, different keys",
         ),
     )
-    copy_summaries = CopyTable(
-        # One batch: a (video, variant)'s revisions must commit together, since the
-        # "one latest revision" trigger is checked at commit.
+
+
+def copy_summaries(copies: Copies) -> CopyTable:
+    """Step 6: the summaries into PostgreSQL in one batch: a (video, variant)'s revisions
+    must commit together, since the "one latest revision" trigger is checked at commit."""
+    return CopyTable(
         "copy summaries",
-        staging,
-        target,
+        copies.staging,
+        copies.target,
         SUMMARY_MAP,
         rows_per_batch=10**9,
         gates=[
             Gate(
                 "summaries equal the merge",
                 checks=[
-                    Parity(staging, target, SUMMARY_MAP),
+                    Parity(copies.staging, copies.target, SUMMARY_MAP),
                     Predicate(
                         "one latest revision per variant",
-                        lambda ctx: _latest_ok(ctx, target),
+                        copies.latest_ok,
                         "exactly one latest, and it is the highest revision",
                     ),
-                    *curated_kept(),
+                    *curated_kept(copies),
                 ],
             )
         ],
     )
-    flip = TransformJSON(
+
+
+def flip_read_switch(copies: Copies) -> TransformJSON:
+    """Step 7, last: the dashboard reads PostgreSQL (rolling back flips it back first)."""
+    return TransformJSON(
         "flip read switch",
-        switch,
-        lambda old: {"read_from": "postgres", "previous": (old or {}).get("read_from", "sqlite")},
-        gates=[Gate("switched", checks=curated_kept())],
+        copies.switch,
+        read_from_postgres,
+        gates=[Gate("switched", checks=curated_kept(copies))],
         blast=BlastRadius(
             changes="read_switch.json: the dashboard reads PostgreSQL",
             worst_case="the dashboard reads the new database too early",
             detection="the dashboard's health check",
         ),
     )
+
+
+# -- the runbook --------------------------------------------------------------------------
+def build(
+    root: str | Path, *, dsn: str, rows_per_batch: int = 500, max_reject_share: float = 0.0
+) -> Runbook:
+    """The merge of ``root/processing.db`` and ``root/dashboard.db`` (with
+    ``root/last_sync.json``) into the PostgreSQL database ``dsn``.
+
+    A video with a value that does not convert is a reject (key and reason in the journal)
+    and the rest are merged; the gate after the merge fails, naming the rejects, when more
+    than ``max_reject_share`` of the merged records are rejected (by default: any), before
+    anything is copied. A rejected curated video fails the curated checks at any share.
+    """
+    copies = Copies.of(Path(root), dsn)
     return Runbook(
         NAME,
-        steps=[schema, stage, merge, merge_summaries, copy, copy_summaries, flip],
+        steps=[
+            create_target_schema(copies),
+            create_staging(copies),
+            merge_copies(copies),
+            merge_summaries(copies, max_reject_share),
+            copy_content(copies, rows_per_batch),
+            copy_summaries(copies),
+            flip_read_switch(copies),
+        ],
         description=SUMMARY,
         prerequisites=["stop the NAS auto-sync so neither copy changes during the run"],
     )
@@ -381,15 +482,15 @@ def _latest_ok(ctx: StepContext, target: Postgres) -> tuple[bool | None, dict[st
 
 
 def _rejects_ok(
-    ctx: StepContext, steps: tuple[ImportRecords, ...], max_share: float
+    ctx: StepContext, steps: tuple[str, ...], max_share: float
 ) -> tuple[bool | None, dict[str, Any]]:
     """The merge's rejects, by key and reason, against ``max_share`` of its records."""
     assert ctx.journal is not None
     total, rejected = 0, []
     for step in steps:
-        row = ctx.journal.step(ctx.run_id, step.name)
+        row = ctx.journal.step(ctx.run_id, step)
         total += int((row.plan or {}).get("counts", {}).get("records", 0))
-        rejected += ctx.journal.rejects(ctx.run_id, step.name)
+        rejected += ctx.journal.rejects(ctx.run_id, step)
     share = len(rejected) / total if total else 0.0
     named = "; ".join(f"{r['key']} ({r['reason']})" for r in rejected[:5])
     more = f"; and {len(rejected) - 5} more" if len(rejected) > 5 else ""
