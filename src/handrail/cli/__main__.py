@@ -1,0 +1,5 @@
+"""``python -m handrail.cli``: the same as the ``handrail`` command."""
+
+from . import main
+
+main()
