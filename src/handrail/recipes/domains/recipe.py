@@ -1,7 +1,7 @@
-"""Recipe A: the domain-categorization backfill and its push to PeerTube.
+"""The domains recipe: the domain-categorization backfill and its push to PeerTube.
 
-From shared/seeds/000 (the hand-written runbook) and 001 (its blast-radius table). What
-the hand-written version did and what this does instead:
+It rewrites a hand-written runbook and its blast-radius table. What the hand-written
+version did and what this does instead:
 
 - Its rollback of a bad backfill was ``UPDATE documents SET recon_domain = NULL`` for every
   row, which also wiped assignments that did not come from the run; here rollback restores
@@ -46,7 +46,7 @@ NEW_COLUMNS = {
     "peertube_category_pushed_at": "TEXT",
 }
 INDEX = "idx_documents_recon_domain_status"
-#: the investigation's benchmarks the dry run is compared with (seeds/README.md A)
+#: the investigation's benchmarks the dry run is compared with (shares of documents, %)
 BENCHMARK = {"assigned": 94.8, "tied_pass_1": 5.2}
 REPROCESS_BENCHMARK = {"needs_reprocess": 19.5}
 
