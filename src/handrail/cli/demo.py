@@ -3,7 +3,7 @@ which lists them; and :func:`register_recipe_commands`, which adds the commands 
 bring to ``main``.
 
 The demo knows no recipe: the recipe says which services it needs and
-:mod:`handrail.recipes.services` starts them.
+:mod:`handrail.recipes.demo_services` starts them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..errors import PolicyError
 from ..executor import Executor
 from ..loader import load_runbook, runbook_key
 from ..model import RunStatus
-from ..recipes.services import describe as describe_services
+from ..recipes.demo_services import describe as describe_services
 from .common import console, errors, finish, json_option, main, open_journal, options
 from .render import plan_table
 

@@ -4,7 +4,7 @@ Each recipe rewrites a migration people once did by hand (a guide, a script, a r
 so that it is verified and can be undone. A recipe knows how to make realistic sample
 data in a directory and how to write a runbook file for that directory, so
 ``handrail demo --recipe NAME`` runs it end to end. It declares the throwaway services
-its demo ``needs`` (started by :mod:`.services`) and may bring its own CLI ``commands``,
+its demo ``needs`` (started by :mod:`.demo_services`) and may bring its own CLI ``commands``,
 which the core CLI registers (the dhash recipe's ``review``, the domains recipe's
 ``ties``): the core CLI knows no recipe's steps or resources.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 
 from ..errors import BadInput
-from . import services as _services
+from . import demo_services
 from .dhash.commands import review
 from .domains.commands import ties
 
@@ -36,7 +36,7 @@ class Recipe:
     source: str
     #: make sample data under a directory; returns the runbook file's body
     prepare: Callable[[Path], str]
-    #: throwaway services the demo starts (see :mod:`.services`): "postgres", "peertube"
+    #: throwaway services the demo starts (see :mod:`.demo_services`): "postgres", "peertube"
     needs: tuple[str, ...] = ()
     #: click commands or groups of its own, registered on ``handrail`` by the core CLI
     commands: tuple[click.Command, ...] = ()
@@ -103,8 +103,8 @@ def _merge(root: Path) -> str:
 @contextmanager
 def services(recipe: Recipe) -> Iterator[dict[str, str]]:
     """Start what the recipe's demo needs and give the environment variables its
-    runbook reads (see :mod:`.services`)."""
-    with _services.services(recipe.needs) as env:
+    runbook reads (see :mod:`.demo_services`)."""
+    with demo_services.services(recipe.needs) as env:
         yield env
 
 

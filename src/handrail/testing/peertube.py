@@ -1,8 +1,8 @@
-"""Moved to :mod:`handrail.recipes.services.peertube` (the demo uses it too); this old
+"""Moved to :mod:`handrail.recipes.demo_services.peertube` (the demo uses it too); this old
 path keeps working for one release."""
 
 import sys
 
-from ..recipes.services import peertube as _m
+from ..recipes.demo_services import peertube as _m
 
 sys.modules[__name__] = _m
