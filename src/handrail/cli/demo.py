@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.table import Table
@@ -55,16 +55,7 @@ def demo(recipe: str | None, directory: Path, fresh: bool) -> None:
     """
     with errors():
         r = recipes.get(recipe or recipes.DEFAULT)
-        if fresh and directory.exists():
-            marker = directory / ".handrail-demo"
-            if not marker.exists():
-                raise PolicyError(
-                    f"{directory} exists and was not made by `handrail demo`",
-                    hint="choose another --dir",
-                )
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / ".handrail-demo").write_text("made by handrail demo\n")
+        _make_room(directory, fresh)
         with recipes.services(r) as env:
             os.environ.update(env)
             rb_path = directory / "runbook.py"
@@ -74,36 +65,53 @@ def demo(recipe: str | None, directory: Path, fresh: bool) -> None:
                     console.print(f"Started {describe_services(r.needs)} for this demo.")
                 console.print(f"Making sample data in {directory}/ …")
                 rb_path.write_text(r.prepare(directory))
-            runbook = load_runbook(rb_path)
-            journal = open_journal(rb_path, None)
-            ex = Executor(
-                runbook,
-                journal,
-                runbook_key=runbook_key(rb_path),
-                options=options(yes=True, allow_destructive=True),
+            _run_demo(rb_path, rollback_now=bool(r.needs))
+
+
+def _make_room(directory: Path, fresh: bool) -> None:
+    """Empty DIR for fresh sample data, but only a DIR the demo made (it leaves a marker)."""
+    marker = directory / ".handrail-demo"
+    if fresh and directory.exists():
+        if not marker.exists():
+            raise PolicyError(
+                f"{directory} exists and was not made by `handrail demo`",
+                hint="choose another --dir",
             )
-            console.print(plan_table(ex.plan()))
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by handrail demo\n")
+
+
+def _run_demo(rb_path: Path, *, rollback_now: bool) -> NoReturn:
+    """Plan and run with every gate approved; with ``rollback_now`` (the services stop with
+    the demo), roll the completed run back before they do."""
+    journal = open_journal(rb_path, None)
+    ex = Executor(
+        load_runbook(rb_path),
+        journal,
+        runbook_key=runbook_key(rb_path),
+        options=options(yes=True, allow_destructive=True),
+    )
+    console.print(plan_table(ex.plan()))
+    console.print(f"\nRunning {rb_path} (gates that need a human are approved automatically):")
+    result = ex.run()
+    if result.status is RunStatus.COMPLETED:
+        rejects = journal.rejects(result.run_id)
+        if rejects:
             console.print(
-                f"\nRunning {rb_path} (gates that need a human are approved automatically):"
+                f"\n{len(rejects)} record(s) could not be imported; each is in the "
+                f"journal (`handrail status {result.run_id} --state-dir "
+                f"{os.path.relpath(journal.state_dir)} --json`)."
             )
-            result = ex.run()
-            if result.status is RunStatus.COMPLETED:
-                rejects = journal.rejects(result.run_id)
-                if rejects:
-                    console.print(
-                        f"\n{len(rejects)} record(s) could not be imported; each is in the "
-                        f"journal (`handrail status {result.run_id} --state-dir "
-                        f"{os.path.relpath(journal.state_dir)} --json`)."
-                    )
-            if r.needs and result.status is RunStatus.COMPLETED:
-                # The cluster goes away with the demo: show the exact rollback now instead
-                # of printing a command that could not reach it later.
-                console.print(
-                    "\nThe throwaway services stop with the demo, so it rolls the "
-                    "run back now, the way `handrail rollback` would:"
-                )
-                result = ex.rollback(result.run_id)
-            finish(result, journal, str(rb_path))
+    if rollback_now and result.status is RunStatus.COMPLETED:
+        # The cluster goes away with the demo: show the exact rollback now instead
+        # of printing a command that could not reach it later.
+        console.print(
+            "\nThe throwaway services stop with the demo, so it rolls the "
+            "run back now, the way `handrail rollback` would:"
+        )
+        result = ex.rollback(result.run_id)
+    finish(result, journal, str(rb_path))
 
 
 @main.command("recipes")
