@@ -277,3 +277,14 @@ def test_ties_finds_the_database_the_recipe_writes_domains_to(tmp_path: Path) ->
         """,
     )
     assert review_database(rb) == db
+
+
+def test_the_demo_says_what_it_started_from_the_recipes_needs() -> None:
+    """The words the demo printed when it tested PEERTUBE_URL, now from ``needs``."""
+    from handrail.recipes.demo_services import describe
+
+    assert describe(recipes.get("domains").needs) == (
+        "a throwaway PostgreSQL cluster and a PeerTube-like API on loopback"
+    )
+    assert describe(recipes.get("merge").needs) == "a throwaway PostgreSQL cluster"
+    assert recipes.get("json-state").needs == ()
