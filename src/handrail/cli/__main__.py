@@ -2,4 +2,5 @@
 
 from . import main
 
-main()
+if __name__ == "__main__":  # importing this module (as tests that walk src/ do) runs nothing
+    main()
