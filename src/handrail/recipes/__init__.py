@@ -1,7 +1,15 @@
-"""Recipes: one runbook per real migration in shared/seeds/, each with a sample maker.
+"""Recipes: ready-made runbooks for real migrations, each with a sample maker.
 
-A recipe knows how to make realistic sample data in a directory and how to write a
-runbook file for that directory, so ``handrail demo --recipe NAME`` can run it end to end.
+Each recipe rewrites a migration people once did by hand (a guide, a script, a runbook)
+so that it is verified and can be undone. A recipe knows how to make realistic sample
+data in a directory and how to write a runbook file for that directory, so
+``handrail demo --recipe NAME`` runs it end to end. It declares the throwaway services
+its demo ``needs`` (started by :mod:`.demo_services`) and may bring its own CLI ``commands``,
+which the core CLI registers (the dhash recipe's ``review``, the domains recipe's
+``ties``): the core CLI knows no recipe's steps or resources.
+
+One folder per recipe: ``recipe.py`` (the runbook's ``build()``), ``sample.py`` (the
+sample data), ``commands.py`` (its commands, if any).
 """
 
 from __future__ import annotations
@@ -12,18 +20,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 from ..errors import BadInput
+from . import demo_services
+from .dhash.commands import review
+from .domains.commands import ties
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
     summary: str
-    seed: str  # which seed document it comes from
+    #: what it rewrites, in words (the hand-made migration it comes from)
+    source: str
     #: make sample data under a directory; returns the runbook file's body
     prepare: Callable[[Path], str]
-    #: throwaway services the demo starts: "postgres", "peertube"
+    #: throwaway services the demo starts (see :mod:`.demo_services`): "postgres", "peertube"
     needs: tuple[str, ...] = ()
+    #: click commands or groups of its own, registered on ``handrail`` by the core CLI
+    commands: tuple[click.Command, ...] = ()
 
 
 def _json_state(root: Path) -> str:
@@ -86,28 +102,10 @@ def _merge(root: Path) -> str:
 
 @contextmanager
 def services(recipe: Recipe) -> Iterator[dict[str, str]]:
-    """Start what the recipe's demo needs (a throwaway PostgreSQL cluster, a PeerTube-like
-    API on loopback) and give the environment variables its runbook reads."""
-    if not recipe.needs:
-        yield {}
-        return
-    import secrets
-
-    from ..testing.postgres import TempCluster
-
-    with TempCluster() as cluster:
-        dsn = cluster.create_database("demo")
-        env = {"HANDRAIL_DEMO_PG_DSN": dsn}
-        if "peertube" not in recipe.needs:
-            yield env
-            return
-        from ..testing.peertube import PeerTubeServer
-
-        token = secrets.token_hex(16)
-        from .domains.sample import make_sample  # noqa: F401 - fail early if missing
-
-        with PeerTubeServer(dsn, token=token) as server:
-            yield env | {"PEERTUBE_URL": server.url, "PEERTUBE_TOKEN": token}
+    """Start what the recipe's demo needs and give the environment variables its
+    runbook reads (see :mod:`.demo_services`)."""
+    with demo_services.services(recipe.needs) as env:
+        yield env
 
 
 RECIPES: dict[str, Recipe] = {
@@ -115,29 +113,32 @@ RECIPES: dict[str, Recipe] = {
         "json-state",
         "py-captions JSON state files into SQLite (settings, executions, queue, progress, "
         "heartbeats)",
-        "003 (seeds/README.md part C)",
+        "a hand-written guide that moved an app's JSON state files into SQLite",
         _json_state,
     ),
     "domains": Recipe(
         "domains",
         "RECON domain categorization: schema, backfill, tiebreaker, staged PeerTube push, "
         "quarantined reprocess",
-        "000 and 001 (seeds/README.md part A)",
+        "a hand-written runbook and blast-radius table for a document catalogue's backfill "
+        "and its push to a video site",
         _domains,
         needs=("postgres", "peertube"),
+        commands=(ties,),
     ),
     "merge": Recipe(
         "merge",
         "two diverged SQLite copies merged into PostgreSQL by video_id, with a parity proof",
-        "004 (seeds/README.md part D)",
+        "a hand-written plan and script that merged two copies of an app's database",
         _merge,
         needs=("postgres",),
     ),
     "dhash": Recipe(
         "dhash",
         "image library: dHash fingerprints, near-duplicate clusters, a review queue",
-        "002 (seeds/README.md part B)",
+        "a hand-written plan to fingerprint an image library and find its near-duplicates",
         _dhash,
+        commands=(review,),
     ),
 }
 

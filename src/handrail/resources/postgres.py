@@ -462,7 +462,7 @@ class Postgres(Resource):
     def _pg_tool(
         self, tool: str, *args: str, stdin: Any = None
     ) -> subprocess.CompletedProcess[str]:
-        from ..testing.postgres import client_tool
+        from ._pgbin import client_tool
 
         proc = subprocess.run(
             [client_tool(tool), *args],

@@ -1,1 +1,2 @@
-"""Recipe B: dHash fingerprints and near-duplicate clusters for an image library."""
+"""The dhash recipe: dHash fingerprints, near-duplicate clusters and the review queue of an
+image library (its own command: ``handrail review``)."""

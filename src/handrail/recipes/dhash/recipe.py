@@ -1,4 +1,4 @@
-"""Recipe B: add dHash fingerprints to an image library and find near-duplicates.
+"""The dhash recipe: add dHash fingerprints to an image library and find near-duplicates.
 
 The library is ``library.json`` (``{"images": [{"path", "filename", ...}]}``). Steps:
 

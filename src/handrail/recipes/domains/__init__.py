@@ -1,1 +1,2 @@
-"""Domain categorization backfill and push (seed 000/001): logic, sample data, review."""
+"""The domains recipe: a document catalogue's domain backfill and its push to a video site;
+logic, sample data, and the tied-document review queue (its own command: ``handrail ties``)."""

@@ -67,7 +67,7 @@ __all__ = [
 
 DB_FILE: Final = "recon.db"
 CONCEPTS_DIR: Final = "concepts"
-#: the operator's benchmarks (seed 000): shares of documents with concepts ...
+#: the operator's benchmarks (from the hand-written runbook): shares of documents with concepts ...
 ASSIGNED_SHARE: Final = 0.948
 TIED_SHARE: Final = 0.052
 #: ... and of all documents

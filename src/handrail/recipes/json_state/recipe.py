@@ -1,4 +1,4 @@
-"""Recipe C: a py-captions data directory's JSON state files into one SQLite database.
+"""The json-state recipe: a py-captions data directory's JSON state files into one SQLite database.
 
 What the hand-written guide did, and what this does instead:
 

@@ -1,1 +1,2 @@
-"""YTV2 merge (seed 004): two diverged SQLite copies into one PostgreSQL; sample, rules, schema."""
+"""The merge recipe: an app's two diverged SQLite copies (YTV2) into one PostgreSQL; its
+sample, merge rules and schema."""

@@ -1,4 +1,4 @@
-"""Recipe D: two diverged SQLite copies (processing and dashboard) into one PostgreSQL.
+"""The merge recipe: two diverged SQLite copies (processing and dashboard) into one PostgreSQL.
 
 What the hand-written plan did, and what this does instead:
 
