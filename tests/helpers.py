@@ -1,5 +1,5 @@
-"""Shared helpers for the tests: tiny runbooks on real files, the executor as the CLI builds
-it, and the CLI as users run it."""
+"""Shared helpers for the tests: tiny runbooks on real files, one way to build and run an
+executor on a runbook, and the CLI as users run it."""
 
 from __future__ import annotations
 
