@@ -1,4 +1,5 @@
-"""Shared helpers for the tests: tiny runbooks on real files, and the CLI as users run it."""
+"""Shared helpers for the tests: tiny runbooks on real files, one way to build and run an
+executor on a runbook, and the CLI as users run it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner, Result
 
+from handrail import Executor, Journal, Runbook, RunOptions, RunResult
 from handrail.cli import main
 
 HANDRAIL = [sys.executable, "-m", "handrail.cli"]
@@ -35,6 +38,32 @@ def cli_proc(
         timeout=timeout,
         check=False,
     )
+
+
+def make_executor(
+    rb: Runbook, state: Path | Journal, *, key: str | None = None, **options: Any
+) -> Executor:
+    """The one way tests build an executor on a runbook.
+
+    ``state`` is the state directory (its journal is opened here) or a ``Journal`` the test
+    reads afterwards. ``key`` names the runbook across runs; by default ``<state>/<runbook
+    name>``, so runbooks of different names sharing a state directory never resume each
+    other's runs, and the same runbook run again resumes or starts anew as the CLI would.
+    ``options`` are ``RunOptions`` fields with RunOptions' own defaults: nothing is approved,
+    nothing destructive allowed, the preflight runs, unless the test says so.
+    """
+    journal = state if isinstance(state, Journal) else Journal(state)
+    if key is None:
+        key = str(journal.path.parent / rb.name)
+    return Executor(rb, journal, runbook_key=key, options=RunOptions(**options))
+
+
+def run_runbook(
+    rb: Runbook, state: Path | Journal, *, key: str | None = None, **options: Any
+) -> tuple[Executor, RunResult]:
+    """Build an executor (see :func:`make_executor`) and run ``rb`` once: (executor, result)."""
+    ex = make_executor(rb, state, key=key, **options)
+    return ex, ex.run()
 
 
 def write(path: Path, text: str) -> Path:

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from handrail import Backfill, Executor, Gate, Journal, Runbook, RunOptions, RunStatus, SQLite
+from handrail import Backfill, Gate, Runbook, RunStatus, SQLite
 from handrail.checks import PlanDistribution
 from handrail.journal import CRASH_ENV
 
-from .helpers import cli_proc, write
+from .helpers import cli_proc, run_runbook, write
 
 
 def make_docs(path: Path, n: int = 2000) -> SQLite:
@@ -52,21 +52,11 @@ def backfill(db: SQLite, **kw: Any) -> Backfill:
     )
 
 
-def run(rb: Runbook, tmp: Path) -> tuple[Executor, Any]:
-    ex = Executor(
-        rb,
-        Journal(tmp / ".handrail"),
-        runbook_key=str(tmp / "rb"),
-        options=RunOptions(auto_approve=True),
-    )
-    return ex, ex.run()
-
-
 def test_backfill_writes_in_stages_and_rolls_back_exactly(tmp_path: Path) -> None:
     db = make_docs(tmp_path / "recon.db")
     before = db.fingerprint().digest
     step = backfill(db, stages=[100, 1000, None], batch_size=250, gates=[Gate("g", at="stage")])
-    ex, result = run(Runbook("t", steps=[step]), tmp_path)
+    ex, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     assert result.status is RunStatus.COMPLETED
     rows = dict(db.query("SELECT domain_status, count(*) FROM documents GROUP BY 1"))
     assert rows == {None: 200, "assigned": 1620, "needs_reprocess": 180}
@@ -82,7 +72,9 @@ def test_backfill_writes_in_stages_and_rolls_back_exactly(tmp_path: Path) -> Non
 
 def test_rollback_leaves_rows_changed_since_and_force_overwrites(tmp_path: Path) -> None:
     db = make_docs(tmp_path / "recon.db", n=300)
-    ex, result = run(Runbook("t", steps=[backfill(db)]), tmp_path)
+    ex, result = run_runbook(
+        Runbook("t", steps=[backfill(db)]), tmp_path / ".handrail", auto_approve=True
+    )
     conn = sqlite3.connect(db.path)
     conn.execute(
         "UPDATE documents SET domain='Navigation', domain_status='manual_assigned' "
@@ -102,7 +94,9 @@ def test_rollback_leaves_rows_changed_since_and_force_overwrites(tmp_path: Path)
 
 def test_rows_the_step_never_touched_are_not_undone(tmp_path: Path) -> None:
     db = make_docs(tmp_path / "recon.db", n=300)
-    ex, result = run(Runbook("t", steps=[backfill(db)]), tmp_path)
+    ex, result = run_runbook(
+        Runbook("t", steps=[backfill(db)]), tmp_path / ".handrail", auto_approve=True
+    )
     conn = sqlite3.connect(db.path)
     conn.execute("UPDATE documents SET domain='by hand' WHERE hash='h00150'")  # status failed
     conn.commit()
@@ -127,7 +121,7 @@ def test_affinity_conversion_is_not_a_conflict(tmp_path: Path) -> None:
         columns=["domain"],
         compute=lambda r: {"domain": r["words"]},
     )  # int into a TEXT column
-    ex, result = run(Runbook("t", steps=[step]), tmp_path)
+    ex, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     assert db.query("SELECT typeof(domain) FROM documents LIMIT 1")[0][0] == "text"
     undone = ex.rollback(result.run_id)
     assert undone.exit_code == 0, undone.conflicts
@@ -142,7 +136,9 @@ def test_dry_run_distribution_gate_stops_before_any_write(tmp_path: Path) -> Non
         at="plan",
         checks=[PlanDistribution("domain_status", {"assigned": 50.0, "needs_reprocess": 50.0})],
     )
-    ex, result = run(Runbook("t", steps=[backfill(db, gates=[gate])]), tmp_path)
+    ex, result = run_runbook(
+        Runbook("t", steps=[backfill(db, gates=[gate])]), tmp_path / ".handrail", auto_approve=True
+    )
     assert result.status is RunStatus.FAILED
     assert "assigned: 90.0% vs 50.0%" in result.message
     assert db.fingerprint().digest == before
@@ -154,7 +150,11 @@ def test_dry_run_distribution_gate_stops_before_any_write(tmp_path: Path) -> Non
         at="plan",
         checks=[PlanDistribution("domain_status", {"assigned": 88.0, "needs_reprocess": 12.0})],
     )
-    _, ok = run(Runbook("t2", steps=[backfill(db, gates=[ok_gate])]), tmp_path / "b")
+    _, ok = run_runbook(
+        Runbook("t2", steps=[backfill(db, gates=[ok_gate])]),
+        tmp_path / "b" / ".handrail",
+        auto_approve=True,
+    )
     assert ok.status is RunStatus.COMPLETED
 
 
@@ -244,7 +244,7 @@ def test_pg_backfill_stages_and_exact_rollback(pg_dsn: str, tmp_path: Path) -> N
         batch_size=300,
         gates=[Gate("g", at="stage")],
     )
-    ex, result = run(Runbook("pg", steps=[step]), tmp_path)
+    ex, result = run_runbook(Runbook("pg", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     assert result.status is RunStatus.COMPLETED, result.message
     counts = dict(db.query("SELECT category >= 100, count(*) FROM video GROUP BY 1"))
     assert counts[True] == sum(1 for i in range(1500) if i % 7 != 3)

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from handrail import Backfill, BadInput, Executor, Journal, Runbook, RunOptions, RunStatus, SQLite
+from handrail import Backfill, BadInput, Journal, Runbook, RunStatus, SQLite
 
-from .helpers import cli_proc, write
+from .helpers import cli_proc, run_runbook, write
 
 
 def one_row_db(path: Path, declared: str, stored: Any) -> SQLite:
@@ -21,16 +21,6 @@ def one_row_db(path: Path, declared: str, stored: Any) -> SQLite:
     conn.commit()
     conn.close()
     return SQLite("db", path)
-
-
-def run(step: Backfill, tmp: Path) -> tuple[Executor, Any]:
-    ex = Executor(
-        Runbook("t", steps=[step]),
-        Journal(tmp / ".handrail"),
-        runbook_key=str(tmp / "rb"),
-        options=RunOptions(auto_approve=True),
-    )
-    return ex, ex.run()
 
 
 def changed(db: SQLite) -> int:
@@ -63,7 +53,7 @@ def test_which_rows_change_and_rollback_is_exact(
     db = one_row_db(tmp_path / "db.sqlite", declared, stored)
     before = db.fingerprint().digest
     step = Backfill("b", db, table="t", key="k", columns=["v", "w"], compute=lambda r: returns)
-    ex, result = run(step, tmp_path)
+    ex, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     assert result.status is RunStatus.COMPLETED, result.message
     plan = ex.journal.step(result.run_id, "b").plan
     assert plan is not None
@@ -83,9 +73,8 @@ def test_undo_log_keeps_the_row_as_read_when_compute_edits_its_dict(tmp_path: Pa
         row["w"] = "edited in place"
         return {"v": "new"}
 
-    ex, result = run(
-        Backfill("b", db, table="t", key="k", columns=["v", "w"], compute=meddle), tmp_path
-    )
+    step = Backfill("b", db, table="t", key="k", columns=["v", "w"], compute=meddle)
+    ex, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     assert result.status is RunStatus.COMPLETED, result.message
     assert db.query("SELECT v, w FROM t") == [("new", "w")]
     assert ex.rollback(result.run_id).exit_code == 0
@@ -98,7 +87,7 @@ def test_compute_returning_an_undeclared_column_fails_and_changes_nothing(tmp_pa
     step = Backfill("b", db, table="t", key="k", columns=["v"], compute=lambda r: {"w": "x"})
     # The preflight's forward run on a clone finds it: bad input, before any change.
     with pytest.raises(BadInput, match=r"compute returned columns it does not declare: \['w'\]"):
-        run(step, tmp_path)
+        run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     assert db.fingerprint().digest == before
 
 
@@ -134,7 +123,9 @@ def test_batches_wider_than_one_read_and_a_second_run_changes_nothing(tmp_path: 
         read=["words"],
         batch_size=2000,
     )
-    ex, result = run(step, tmp_path / "one")
+    ex, result = run_runbook(
+        Runbook("t", steps=[step]), tmp_path / "one" / ".handrail", auto_approve=True
+    )
     assert result.status is RunStatus.COMPLETED, result.message
     assert changed(db) == 2000  # the rows whose words are not a multiple of 5
     assert db.query("SELECT label, count(*), sum(n) FROM docs GROUP BY 1 ORDER BY 1") == [
@@ -147,7 +138,9 @@ def test_batches_wider_than_one_read_and_a_second_run_changes_nothing(tmp_path: 
     step2 = Backfill(
         "b", db, table="docs", key="id", columns=["label", "n"], compute=label, read=["words"]
     )
-    ex2, again = run(step2, tmp_path / "two")
+    ex2, again = run_runbook(
+        Runbook("t", steps=[step2]), tmp_path / "two" / ".handrail", auto_approve=True
+    )
     assert again.status is RunStatus.COMPLETED, again.message
     assert ex2.journal.step(again.run_id, "b").items_done == 2500
     assert db.query("SELECT sum(items) FROM _handrail_ledger WHERE run_id=?", (again.run_id,)) == [
@@ -162,8 +155,7 @@ def test_items_done_counts_each_batch_once(tmp_path: Path) -> None:
     journal = Journal(tmp_path / ".handrail")
     db = many_rows_db(tmp_path / "db.sqlite", 250)
     step = Backfill("b", db, table="docs", key="id", columns=["label"], compute=lambda r: None)
-    ex = Executor(Runbook("t", steps=[step]), journal, runbook_key="k", options=RunOptions())
-    result = ex.run()
+    _, result = run_runbook(Runbook("t", steps=[step]), journal, key="k")
     run_id = result.run_id
     assert journal.step(run_id, "b").items_done == 250
     journal.batch_done(run_id, "b", 0, 0)  # told twice, as after a crash: counted once

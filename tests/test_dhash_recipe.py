@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from handrail import Executor, Journal, RunOptions, RunStatus
+from handrail import Runbook, RunStatus
 from handrail.images.sample import SampleManifest, make_sample_library
 from handrail.recipes.dhash.recipe import build
 
-from .helpers import cli, write
+from .helpers import cli, run_runbook, write
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +36,9 @@ def library(template: tuple[Path, SampleManifest], tmp_path: Path) -> Path:
     return work
 
 
-def run(root: Path, **kw: Any) -> tuple[Executor, Any]:
-    rb = build(root, mean_ms=10_000, p95_ms=60_000, max_failure_rate=0.1, **kw)
-    ex = Executor(
-        rb,
-        Journal(root / ".handrail"),
-        runbook_key=str(root),
-        options=RunOptions(auto_approve=True),
-    )
-    return ex, ex.run()
+def recipe(root: Path, **kw: Any) -> Runbook:
+    """The dHash recipe on ``root``, with timing limits no test machine misses."""
+    return build(root, mean_ms=10_000, p95_ms=60_000, max_failure_rate=0.1, **kw)
 
 
 def test_migration_finds_planted_copies_and_reports_broken_files(
@@ -52,7 +46,7 @@ def test_migration_finds_planted_copies_and_reports_broken_files(
 ) -> None:
     _, manifest = template
     before = json.loads((library / "library.json").read_text())
-    ex, result = run(library)
+    ex, result = run_runbook(recipe(library), library / ".handrail", auto_approve=True)
     assert result.status is RunStatus.COMPLETED, result.message
     doc = json.loads((library / "library.json").read_text())
     # every image kept, every original field unchanged
@@ -76,14 +70,14 @@ def test_migration_finds_planted_copies_and_reports_broken_files(
 
 def test_rollback_restores_the_backup_bytes(library: Path) -> None:
     original = (library / "library.json").read_bytes()
-    ex, result = run(library)
+    ex, result = run_runbook(recipe(library), library / ".handrail", auto_approve=True)
     assert (library / "library.json").read_bytes() != original
     assert ex.rollback(result.run_id).exit_code == 0
     assert (library / "library.json").read_bytes() == original
 
 
 def test_rollback_after_an_edit_removes_only_dhash_fields(library: Path) -> None:
-    ex, result = run(library)
+    ex, result = run_runbook(recipe(library), library / ".handrail", auto_approve=True)
     doc = json.loads((library / "library.json").read_text())
     doc["images"][0]["caption"] = "edited after the migration"
     doc["album"] = "kept"
@@ -97,7 +91,7 @@ def test_rollback_after_an_edit_removes_only_dhash_fields(library: Path) -> None
 
 
 def test_second_run_hashes_nothing_again(library: Path) -> None:
-    ex, first = run(library)
+    ex, first = run_runbook(recipe(library), library / ".handrail", auto_approve=True)
     ex.rollback(first.run_id)
     plan = {s.name: p for s, p in ex.plan()}
     counts = plan["hash images"].counts

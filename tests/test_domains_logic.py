@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from handrail import Backfill, Executor, Journal, Runbook, RunOptions, RunStatus, SQLite
+from handrail import Backfill, Runbook, RunStatus, SQLite
 from handrail.errors import ResourceError
 from handrail.recipes.domains import logic
 from handrail.recipes.domains.logic import (
@@ -34,6 +34,8 @@ from handrail.recipes.domains.logic import (
     uuid_of,
     uuid_to_short,
 )
+
+from .helpers import run_runbook
 
 MED, WATER, SEC, FOOD = "Medical", "Water Systems", "Security", "Food Systems"
 AT = "2026-04-28T00:00:00+00:00"
@@ -424,13 +426,9 @@ def test_passes_inside_a_real_backfill(tmp_path: Path) -> None:
         Backfill("pass1", db, table="documents", key="hash", columns=logic.COLUMNS, compute=one),
         Backfill("pass2", db, table="documents", key="hash", columns=logic.COLUMNS, compute=two),
     ]
-    ex = Executor(
-        Runbook("domains", steps=steps),
-        Journal(tmp_path / ".handrail"),
-        runbook_key=str(tmp_path / "rb"),
-        options=RunOptions(auto_approve=True),
+    _, result = run_runbook(
+        Runbook("domains", steps=steps), tmp_path / ".handrail", auto_approve=True
     )
-    result = ex.run()
     assert result.status is RunStatus.COMPLETED
     got = dict(
         db.query(

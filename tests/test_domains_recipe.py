@@ -12,14 +12,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from handrail import Executor, Journal, RunOptions, RunStatus
+from handrail import RunStatus
 from handrail.recipes.domains.recipe import build
 from handrail.recipes.domains.sample import make_sample
 from handrail.resources import Directory, SQLite
 from handrail.resources.postgres import Postgres
 from handrail.testing.peertube import PeerTubeServer
 
-from .helpers import cli, write
+from .helpers import cli, run_runbook, write
 
 pytestmark = pytest.mark.postgres
 TOKEN = "tok-recipe-a-test"
@@ -57,13 +57,7 @@ def test_recipe_a_forward_and_exact_rollback(world: dict[str, Any], tmp_path: Pa
         stages=(100, 300, None),
         reprocess_stages=(10, 50, None),
     )
-    ex = Executor(
-        rb,
-        Journal(tmp_path / ".handrail"),
-        runbook_key=str(tmp_path / "rb"),
-        options=RunOptions(auto_approve=True, allow_destructive=True),
-    )
-    result = ex.run()
+    ex, result = run_runbook(rb, tmp_path / ".handrail", auto_approve=True, allow_destructive=True)
     assert result.status is RunStatus.COMPLETED, result.message
     recon = SQLite("r", world["root"] / "recon.db")
     pushed = dict(

@@ -12,13 +12,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from handrail import Executor, Journal, Runbook, RunOptions, RunStatus
+from handrail import Journal, Runbook, RunStatus
 from handrail.loader import runbook_key
 from handrail.recipes.domains.logic import CATEGORY_OF, PUSHABLE, uuid_of
 from handrail.recipes.domains.recipe import backfill_steps, build, push_steps
 from handrail.recipes.domains.sample import make_sample
 from handrail.resources import Directory, SQLite
 from handrail.testing.peertube import PeerTubeServer
+
+from .helpers import run_runbook
 
 pytestmark = pytest.mark.postgres
 TOKEN = "tok-stamp-test"
@@ -81,13 +83,7 @@ def test_stamp_only_what_the_push_applied(world: dict[str, Any], tmp_path: Path)
         stages=(100, None),
         reprocess_stages=(10, None),
     )
-    ex = Executor(
-        rb,
-        journal,
-        runbook_key="full",
-        options=RunOptions(auto_approve=True, allow_destructive=True),
-    )
-    result = ex.run()
+    _, result = run_runbook(rb, journal, key="full", auto_approve=True, allow_destructive=True)
     assert result.status is RunStatus.COMPLETED, result.message
     assert any(
         gone_uuid in r["source"] or gone_uuid in r["key"]
@@ -117,13 +113,9 @@ def test_stamp_only_what_the_push_applied(world: dict[str, Any], tmp_path: Path)
         assigned_at=AT,
         stages=(100, None),
     )
-    again = Executor(
-        Runbook("domains-push", steps=[push, stamp]),
-        journal,
-        runbook_key="push",
-        options=RunOptions(auto_approve=True),
+    _, second = run_runbook(
+        Runbook("domains-push", steps=[push, stamp]), journal, key="push", auto_approve=True
     )
-    second = again.run()
     assert second.status is RunStatus.COMPLETED, second.message
     assert journal.step(second.run_id, "push categories").items_total == len(missing)
     decided = _decided(root)
@@ -179,12 +171,8 @@ def test_no_rows_on_an_undecided_table_still_fails(tmp_path: Path) -> None:
     db.close()
     recon, _, steps = backfill_steps(str(root), assigned_at=AT)  # a str, like build()
     assert recon.path == root / "recon.db"
-    ex = Executor(
-        Runbook("empty", steps=steps),
-        Journal(tmp_path / ".h"),
-        runbook_key="empty",
-        options=RunOptions(auto_approve=True),
+    _, result = run_runbook(
+        Runbook("empty", steps=steps), tmp_path / ".h", key="empty", auto_approve=True
     )
-    result = ex.run()
     assert result.status is RunStatus.FAILED
     assert "dry run matches the benchmarks" in result.message

@@ -11,13 +11,11 @@ import pytest
 
 from handrail import (
     SQL,
-    Executor,
     Gate,
     ImportRecords,
     Journal,
     RecordError,
     Runbook,
-    RunOptions,
     RunStatus,
     SourceRecord,
     SQLite,
@@ -32,7 +30,7 @@ from handrail.model import CheckResult
 from handrail.ops.checkpoint import Checkpoint
 from handrail.resources.base import Resource
 
-from .helpers import make_items_db, write
+from .helpers import make_executor, make_items_db, run_runbook, write
 
 
 def records(n: int, bad: set[int] = frozenset()) -> Any:  # type: ignore[assignment]
@@ -55,12 +53,6 @@ def to_row(rec: SourceRecord) -> dict[str, Any]:
     }
 
 
-def executor(rb: Runbook, tmp: Path, **opts: Any) -> Executor:
-    return Executor(
-        rb, Journal(tmp / ".handrail"), runbook_key=str(tmp / "rb"), options=RunOptions(**opts)
-    )
-
-
 def test_plan_changes_nothing_and_creates_no_state(tmp_path: Path) -> None:
     db = SQLite("db", make_items_db(tmp_path / "x.db"))
     before = db.fingerprint().digest
@@ -79,7 +71,7 @@ def test_plan_changes_nothing_and_creates_no_state(tmp_path: Path) -> None:
             ),
         ],
     )
-    plans = executor(rb, tmp_path).plan()
+    plans = make_executor(rb, tmp_path / ".handrail").plan()
     assert [p.items for _, p in plans] == [None, 300]
     assert plans[1][1].counts == {
         "records": 300,
@@ -114,7 +106,7 @@ def test_manual_gate_pauses_then_approval_resumes(tmp_path: Path) -> None:
             )
         ],
     )
-    ex = executor(rb, tmp_path)
+    ex = make_executor(rb, tmp_path / ".handrail")
     first = ex.run()
     assert first.status is RunStatus.PAUSED
     assert first.paused_gate == "import/look"
@@ -145,11 +137,11 @@ def test_editing_the_runbook_invalidates_an_approval(tmp_path: Path) -> None:
     """,
     )
     journal = Journal(tmp_path / ".handrail")
-    ex = Executor(load_runbook(rb_file), journal, runbook_key=str(rb_file))
+    ex = make_executor(load_runbook(rb_file), journal, key=str(rb_file))
     paused = ex.run()
     journal.approve(paused.run_id, paused.paused_gate or "", "approve", "bob", ex.plan_hash)
     rb_file.write_text(rb_file.read_text() + "\n# an edit after the approval\n")
-    edited = Executor(load_runbook(rb_file), journal, runbook_key=str(rb_file))
+    edited = make_executor(load_runbook(rb_file), journal, key=str(rb_file))
     assert edited.plan_hash != ex.plan_hash
     again = edited.run()
     assert again.status is RunStatus.PAUSED
@@ -175,7 +167,7 @@ def test_rejected_gate_stops_and_rollback_undoes(tmp_path: Path) -> None:
             )
         ],
     )
-    ex = executor(rb, tmp_path)
+    ex = make_executor(rb, tmp_path / ".handrail")
     paused = ex.run()
     ex.journal.approve(paused.run_id, "import/human", "reject", "carol", ex.plan_hash)
     rejected = ex.run()
@@ -220,7 +212,7 @@ def test_stages_run_with_a_gate_after_each(tmp_path: Path) -> None:
         gates=[Gate("stage check", checks=[checks.Predicate("count", count)], at="stage")],
     )
     rec = Recorder()
-    result = executor(Runbook("t", steps=[step]), tmp_path, observer=rec).run()
+    result = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", observer=rec).run()
     assert result.status is RunStatus.COMPLETED
     # once in the preflight's forward run on clones, then in the run itself
     assert seen == [100, 200, 250, 100, 200, 250]
@@ -248,7 +240,7 @@ def test_manual_stage_gate_pauses_between_stages(tmp_path: Path) -> None:
         stages=[100, None],
         gates=[Gate("look", at="stage", approval=True)],
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail")
     paused = ex.run()
     assert paused.paused_gate == "import/look#stage1"
     assert db.query("SELECT count(*) FROM items")[0][0] == 100
@@ -276,7 +268,7 @@ def test_failed_gate_can_roll_the_step_back(tmp_path: Path) -> None:
             )
         ],
     )
-    ex = executor(rb, tmp_path)
+    ex = make_executor(rb, tmp_path / ".handrail")
     result = ex.run()
     assert result.status is RunStatus.FAILED
     assert "80 != 999" in result.message
@@ -293,7 +285,7 @@ def test_reject_share_gate_fails_beyond_threshold(tmp_path: Path) -> None:
     )
     gate = Gate("rejects", checks=[RejectShare(imp, max_share=0.02)])
     rb = Runbook("t", steps=[imp, Checkpoint("check", gates=[gate])])
-    ex = executor(rb, tmp_path)
+    ex = make_executor(rb, tmp_path / ".handrail")
     result = ex.run()
     assert result.status is RunStatus.FAILED
     assert "3 of 100 records rejected" in result.message
@@ -310,9 +302,10 @@ def test_destructive_steps_need_the_flag(tmp_path: Path) -> None:
     rb = Runbook("t", steps=[SQL("wipe", db, up="DELETE FROM items")])  # no down: no inverse
     assert rb.steps[0].tier is Tier.DESTRUCTIVE
     with pytest.raises(PolicyError, match="destructive"):
-        executor(rb, tmp_path).run()
+        make_executor(rb, tmp_path / ".handrail").run()
     assert db.query("SELECT count(*) FROM items")[0][0] == 50
-    assert executor(rb, tmp_path, allow_destructive=True).run().status is RunStatus.COMPLETED
+    _, result = run_runbook(rb, tmp_path / ".handrail", allow_destructive=True)
+    assert result.status is RunStatus.COMPLETED
     assert db.query("SELECT count(*) FROM items")[0][0] == 0
 
 
@@ -337,7 +330,7 @@ def test_external_steps_must_be_staged_and_gated(tmp_path: Path) -> None:
     )
     assert unstaged.tier is Tier.EXTERNAL
     with pytest.raises(PolicyError, match="stages"):
-        executor(Runbook("t", steps=[unstaged]), tmp_path).run()
+        make_executor(Runbook("t", steps=[unstaged]), tmp_path / ".handrail").run()
     staged = ImportRecords(
         "push",
         read=records(10),
@@ -348,7 +341,8 @@ def test_external_steps_must_be_staged_and_gated(tmp_path: Path) -> None:
         stages=[2, None],
         gates=[Gate("g", at="stage")],
     )
-    assert executor(Runbook("t", steps=[staged]), tmp_path).run().status is RunStatus.COMPLETED
+    _, result = run_runbook(Runbook("t", steps=[staged]), tmp_path / ".handrail")
+    assert result.status is RunStatus.COMPLETED
 
 
 def test_rollback_leaves_rows_someone_else_changed(tmp_path: Path) -> None:
@@ -359,7 +353,7 @@ def test_rollback_leaves_rows_someone_else_changed(tmp_path: Path) -> None:
             ImportRecords("import", read=records(20), db=db, table="items", key="id", mapper=to_row)
         ],
     )
-    ex = executor(rb, tmp_path)
+    ex = make_executor(rb, tmp_path / ".handrail")
     run = ex.run()
     conn = sqlite3.connect(db.path)
     conn.execute("UPDATE items SET name='edited by a human' WHERE id=5")
@@ -412,7 +406,7 @@ def test_invalid_resource_stops_before_any_change(tmp_path: Path) -> None:
         ],
     )
     with pytest.raises(ResourceError):
-        executor(rb, tmp_path).run()
+        make_executor(rb, tmp_path / ".handrail").run()
     assert db.fingerprint().digest == before
 
 
@@ -434,7 +428,7 @@ def test_sources_are_backed_up_unless_marked_as_large_inputs(tmp_path: Path) -> 
         mapper=to_row,
         reads=[small, large],
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail")
     result = ex.run()
     assert result.status is RunStatus.COMPLETED
     backed_up = [b["resource"] for b in ex.journal.backups(result.run_id)]

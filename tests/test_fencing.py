@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 
-from handrail import Executor, Runbook, RunOptions, RunStatus, SQLite
+from handrail import Runbook, RunStatus, SQLite
 from handrail.errors import LeaseLost
 from handrail.fencing import holding
 from handrail.journal import Heartbeat, Journal, Lease
 from handrail.ops.backfill import Backfill
 
 from .digests import pg_digest, sqlite_digest
-from .helpers import HANDRAIL, cli_proc, make_items_db, write
+from .helpers import HANDRAIL, cli_proc, make_items_db, run_runbook, write
 
 TRIALS = int(os.environ.get("HANDRAIL_FENCING_TRIALS", "1"))
 ROWS = 3000
@@ -446,13 +446,9 @@ def test_rollback_leaves_no_fence_table(tmp_path: Path) -> None:
         compute=lambda r: {"status": f"x{r['id'] % 3}"},
         batch_size=25,
     )
-    ex = Executor(
-        Runbook("rb", steps=[step]),
-        Journal(tmp_path / "s"),
-        runbook_key="rb",
-        options=RunOptions(auto_approve=True),
+    ex, result = run_runbook(
+        Runbook("rb", steps=[step]), tmp_path / "s", key="rb", auto_approve=True
     )
-    result = ex.run()
     assert result.status is RunStatus.COMPLETED, result.message
     fences = sqlite3.connect(db).execute("SELECT generation FROM _handrail_fence").fetchall()
     assert fences == [(1,)]

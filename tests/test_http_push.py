@@ -18,13 +18,10 @@ import pytest
 
 from handrail import (
     CredentialsRefused,
-    Executor,
     Gate,
-    Journal,
     PolicyError,
     ResourceError,
     Runbook,
-    RunOptions,
     RunStatus,
     Tier,
 )
@@ -39,7 +36,7 @@ from handrail.testing.peertube import (
     seed_videos,
 )
 
-from .helpers import HANDRAIL, cli_proc, write
+from .helpers import HANDRAIL, cli_proc, make_executor, run_runbook, write
 
 TOKEN = "pt-secret-7Hq2Zk9xWv"
 TOKEN_ENV = "HANDRAIL_TEST_PEERTUBE_TOKEN"
@@ -83,11 +80,6 @@ def push(svc: HTTPService, items: list[dict[str, Any]], **kw: Any) -> HTTPPush:
     return HTTPPush("push", svc, items=items, path=PATH, field="category", **kw)
 
 
-def executor(rb: Runbook, state: Path, **opts: Any) -> Executor:
-    opts.setdefault("auto_approve", True)
-    return Executor(rb, Journal(state), runbook_key=str(state / "rb"), options=RunOptions(**opts))
-
-
 def expected(before: dict[str, int | None], items: list[dict[str, Any]]) -> dict[str, Any]:
     return before | {i["uuid"]: i["category"] for i in items}
 
@@ -107,7 +99,7 @@ def test_staged_push_pauses_at_each_stage_and_rolls_back_exactly(
     step = push(svc, items, stages=[3, 10, None], batch_size=4)
     step.gates = [Gate("spot check", at="stage", approval=True, checks=[step.spot_check(2)])]
     assert step.tier is Tier.EXTERNAL
-    ex = executor(Runbook("t", steps=[step]), tmp_path / "s", auto_approve=False)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / "s")
     done_after = []
     for _ in range(3):
         result = ex.run()
@@ -135,7 +127,8 @@ def test_rate_limit_is_respected(tmp_path: Path, server: PeerTubeServer, videos:
     svc = service(server, rate_limit=25)
     step = push(svc, wanted(videos[:10]), plan_sample=2, verify_sample=2)
     started = time.monotonic()
-    assert executor(Runbook("t", steps=[step]), tmp_path).run().status is RunStatus.COMPLETED
+    _, result = run_runbook(Runbook("t", steps=[step]), tmp_path, auto_approve=True)
+    assert result.status is RunStatus.COMPLETED
     times = [r.at for r in server.requests if r.at >= started]
     assert len(times) >= 22  # 2 plan reads, a GET and a PUT per item, 2 read-backs
     # Arrival times jitter by a few ms, so: no burst (unlimited, requests arrive ~2 ms
@@ -163,7 +156,8 @@ def test_retries_429_and_5xx_with_backoff(
     )
     items = wanted(videos[:3])
     step = push(service(server, backoff=0.05), items, plan_sample=0, verify_sample=0)
-    assert executor(Runbook("t", steps=[step]), tmp_path).run().status is RunStatus.COMPLETED
+    _, result = run_runbook(Runbook("t", steps=[step]), tmp_path, auto_approve=True)
+    assert result.status is RunStatus.COMPLETED
     log = server.requests
     assert [(r.method, r.status) for r in log[:6]] == [
         ("GET", 500),  # a read: retried after a backoff
@@ -189,7 +183,7 @@ def test_unknown_outcome_is_read_back_not_sent_twice(
     server.faults = Faults(script=["drop", "hang", "lose"], hang_seconds=0.6)
     items = wanted(videos[:6])
     step = push(service(server, timeout=0.3), items, plan_sample=0)
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path, auto_approve=True)
     result = ex.run()
     assert result.status is RunStatus.COMPLETED, result.message
     assert categories_of(pg_dsn) == expected(before, items)
@@ -210,7 +204,9 @@ def test_rollback_reports_a_video_changed_since_and_force_restores_it(
 ) -> None:
     before = categories_of(pg_dsn)
     items = wanted(videos[:20])
-    ex = executor(Runbook("t", steps=[push(service(server), items)]), tmp_path)
+    ex = make_executor(
+        Runbook("t", steps=[push(service(server), items)]), tmp_path, auto_approve=True
+    )
     result = ex.run()
     assert result.status is RunStatus.COMPLETED
     theirs = videos[7]
@@ -233,7 +229,9 @@ def test_a_video_missing_on_the_service_is_rejected_not_fatal(
 ) -> None:
     gone = "00000000-0000-4000-8000-000000000000"
     items = [*wanted(videos[:4]), {"uuid": gone, "category": 101}]
-    ex = executor(Runbook("t", steps=[push(service(server), items)]), tmp_path)
+    ex = make_executor(
+        Runbook("t", steps=[push(service(server), items)]), tmp_path, auto_approve=True
+    )
     result = ex.run()
     assert result.status is RunStatus.COMPLETED, result.message
     [reject] = ex.journal.rejects(result.run_id)
@@ -340,14 +338,14 @@ def test_bad_or_missing_token_is_a_clear_error(
     assert f"{TOKEN_ENV} holding the API token is not set" in missing.stderr
     monkeypatch.setenv(TOKEN_ENV, "wrong-token-1234")
     step = push(service(server), wanted(videos[:2]))
-    ex = executor(Runbook("t", steps=[step]), tmp_path / "s")
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / "s", auto_approve=True)
     with pytest.raises(CredentialsRefused) as refused:  # bad input: exit 2
         ex.run()
     assert refused.value.exit_code == 2
     assert "401 Unauthorized: the service refused the credentials" in str(refused.value)
     assert "wrong-token-1234" not in str(refused.value)
     # the run is kept, failed and resumable, until the token is right
-    run = ex.journal.latest_run(str(tmp_path / "s" / "rb"))
+    run = ex.journal.latest_run(ex.key)
     assert run is not None
     assert run.status is RunStatus.FAILED
 
@@ -358,7 +356,7 @@ def test_external_push_must_be_staged_and_is_never_rehearsed_on_production(
     svc = HTTPService("peertube", "http://127.0.0.1:9", token_env=TOKEN_ENV)
     unstaged = HTTPPush("push", svc, items=[], path=PATH, field="category")
     with pytest.raises(PolicyError, match="must run in stages"):
-        executor(Runbook("t", steps=[unstaged]), tmp_path).run()
+        make_executor(Runbook("t", steps=[unstaged]), tmp_path, auto_approve=True).run()
     with pytest.raises(ResourceError, match="no sandbox_url"):
         svc.clone(tmp_path)
     sandbox = HTTPService("peertube", "https://pt.example", sandbox_url="http://127.0.0.1:8")

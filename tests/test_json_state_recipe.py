@@ -10,24 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from handrail import Executor, Journal, RunOptions, RunStatus, SQLite
+from handrail import RunStatus, SQLite
 from handrail.loader import load_runbook
 from handrail.recipes.json_state.recipe import DB_FILE, MARKER_FILE, build, infer_value, parse_time
 from handrail.recipes.json_state.sample import FILES, SampleInfo, make_sample
 from handrail.resources import Directory
 
-from .helpers import cli, write
-
-
-def run(data: Path, **kw: object) -> tuple[Executor, object]:
-    rb = build(data, **kw)  # type: ignore[arg-type]
-    ex = Executor(
-        rb,
-        Journal(data.parent / ".handrail"),
-        runbook_key=str(data),
-        options=RunOptions(auto_approve=True),
-    )
-    return ex, ex.run()
+from .helpers import cli, run_runbook, write
 
 
 def sources(data: Path) -> dict[str, bytes]:
@@ -77,10 +66,10 @@ def test_run_reports_every_planted_record_and_keeps_sources(sample: SampleInfo) 
     data = sample.data_dir
     before = sources(data)
     original = Directory("d", data).fingerprint()
-    ex, result = run(data)
-    assert result.status is RunStatus.COMPLETED  # type: ignore[attr-defined]
+    ex, result = run_runbook(build(data), data.parent / ".handrail", auto_approve=True)
+    assert result.status is RunStatus.COMPLETED
     assert sources(data) == before  # byte-identical originals
-    rejects = ex.journal.rejects(result.run_id)  # type: ignore[attr-defined]
+    rejects = ex.journal.rejects(result.run_id)
     got = {(r["source"], r["key"]) for r in rejects}
     planted = {(m.file, m.key) for m in sample.malformed}
     assert got == planted
@@ -93,27 +82,27 @@ def test_run_reports_every_planted_record_and_keeps_sources(sample: SampleInfo) 
     assert json.loads((data / "state.json").read_text())["last_timestamp"] == sample.last_timestamp
     marker = json.loads((data / MARKER_FILE).read_text())
     assert marker["database"] == DB_FILE
-    ex.rollback(result.run_id)  # type: ignore[attr-defined]
+    ex.rollback(result.run_id)
     assert Directory("d", data).fingerprint().digest == original.digest
 
 
 def test_second_run_imports_nothing_new(sample: SampleInfo) -> None:
     data = sample.data_dir
-    _, first = run(data)
+    _, first = run_runbook(build(data), data.parent / ".handrail", auto_approve=True)
     db = SQLite("db", data / DB_FILE)
     fp = db.fingerprint().digest
-    ex, second = run(data)
-    assert second.status is RunStatus.COMPLETED  # type: ignore[attr-defined]
-    assert second.run_id != first.run_id  # type: ignore[attr-defined]
+    ex, second = run_runbook(build(data), data.parent / ".handrail", auto_approve=True)
+    assert second.status is RunStatus.COMPLETED
+    assert second.run_id != first.run_id
     assert db.fingerprint().digest == fp
-    for step in ex.journal.steps(second.run_id):  # type: ignore[attr-defined]
+    for step in ex.journal.steps(second.run_id):
         counts = (step.plan or {}).get("counts", {})
         assert counts.get("insert", 0) == 0, step.name
         assert counts.get("update", 0) == 0, step.name
 
 
 def test_settings_types_and_env_fallback(sample: SampleInfo) -> None:
-    run(sample.data_dir)
+    run_runbook(build(sample.data_dir), sample.data_dir.parent / ".handrail", auto_approve=True)
     db = SQLite("db", sample.data_dir / DB_FILE)
     rows = {k: (v, t) for k, v, t in db.query("SELECT key, value, value_type FROM settings")}
     for key, value in sample.settings.items():
@@ -129,8 +118,12 @@ def test_settings_types_and_env_fallback(sample: SampleInfo) -> None:
 @pytest.mark.parametrize("form", ["list", "dict", "legacy"])
 def test_every_state_form_imports(tmp_path: Path, form: str) -> None:
     info = make_sample(tmp_path / "data", executions=200, seed=9, state_form=form)  # type: ignore[arg-type]
-    _, result = run(info.data_dir, max_reject_share=0.1)
-    assert result.status is RunStatus.COMPLETED  # type: ignore[attr-defined]
+    _, result = run_runbook(
+        build(info.data_dir, max_reject_share=0.1),
+        info.data_dir.parent / ".handrail",
+        auto_approve=True,
+    )
+    assert result.status is RunStatus.COMPLETED
     db = SQLite("db", info.data_dir / DB_FILE)
     assert db.query("SELECT count(*) FROM manual_queue")[0][0] == info.counts["state.json"].valid
     verbosities = {v for (v,) in db.query("SELECT DISTINCT log_verbosity FROM manual_queue")}
@@ -140,12 +133,16 @@ def test_every_state_form_imports(tmp_path: Path, form: str) -> None:
 def test_gate_fails_when_too_many_records_are_rejected(tmp_path: Path) -> None:
     info = make_sample(tmp_path / "data", executions=1500, seed=5)
     original = Directory("d", info.data_dir).fingerprint().digest
-    ex, result = run(info.data_dir, max_reject_share=0.001)
-    assert result.status is RunStatus.FAILED  # type: ignore[attr-defined]
-    assert result.exit_code == 1  # type: ignore[attr-defined]
-    assert "reject share" in result.message  # type: ignore[attr-defined]
+    ex, result = run_runbook(
+        build(info.data_dir, max_reject_share=0.001),
+        info.data_dir.parent / ".handrail",
+        auto_approve=True,
+    )
+    assert result.status is RunStatus.FAILED
+    assert result.exit_code == 1
+    assert "reject share" in result.message
     assert not (info.data_dir / MARKER_FILE).exists()  # stopped before the marker
-    ex.rollback(result.run_id)  # type: ignore[attr-defined]
+    ex.rollback(result.run_id)
     assert Directory("d", info.data_dir).fingerprint().digest == original
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from handrail import Executor, Journal, RunOptions, RunStatus
+from handrail import RunStatus
 from handrail.recipes.merge.recipe import build
 from handrail.recipes.merge.sample import make_sample
 from handrail.resources import Directory
 from handrail.resources.postgres import Postgres
+
+from .helpers import run_runbook
 
 pytestmark = pytest.mark.postgres
 
@@ -26,13 +28,9 @@ def test_merge_recipe(pg_dsn: str, tmp_path: Path) -> None:
         target.fingerprint().digest,
         Directory("d", root, exclude=[".handrail"]).fingerprint().digest,
     )
-    ex = Executor(
-        build(root, dsn=pg_dsn, rows_per_batch=100),
-        Journal(tmp_path / ".h"),
-        runbook_key=str(root),
-        options=RunOptions(auto_approve=True),
+    ex, result = run_runbook(
+        build(root, dsn=pg_dsn, rows_per_batch=100), tmp_path / ".h", auto_approve=True
     )
-    result = ex.run()
     assert result.status is RunStatus.COMPLETED, result.message
     ids = {v for (v,) in target.query("SELECT video_id FROM content")}
     assert not ids & set(info.deleted_on_dashboard)

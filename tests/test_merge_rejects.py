@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from handrail import Executor, Journal, RunOptions, RunStatus
+from handrail import Journal, RunStatus
 from handrail.recipes.merge import rules
 from handrail.recipes.merge.recipe import build
 from handrail.recipes.merge.sample import SampleInfo, make_sample
 from handrail.resources.postgres import Postgres
 
-from .helpers import cli, write
+from .helpers import cli, run_runbook, write
 
 pytestmark = pytest.mark.postgres
 
@@ -72,13 +72,7 @@ def test_bad_value_is_a_reject_and_the_gate_names_it(pg_dsn: str, tmp_path: Path
     info, bad = _sample(tmp_path)
     root = info.root
     journal = Journal(tmp_path / ".h")
-    ex = Executor(
-        build(root, dsn=pg_dsn),
-        journal,
-        runbook_key=str(root),
-        options=RunOptions(auto_approve=True),
-    )
-    result = ex.run()
+    _, result = run_runbook(build(root, dsn=pg_dsn), journal, auto_approve=True)
     assert result.status is RunStatus.FAILED
     assert bad in result.message
     assert "merge summaries/nothing rejected" in result.message
@@ -96,13 +90,9 @@ def test_bad_value_is_a_reject_and_the_gate_names_it(pg_dsn: str, tmp_path: Path
 
 def test_accepted_rejects_copy_the_rest(pg_dsn: str, tmp_path: Path) -> None:
     info, bad = _sample(tmp_path)
-    ex = Executor(
-        build(info.root, dsn=pg_dsn, max_reject_share=0.01),
-        Journal(tmp_path / ".h"),
-        runbook_key=str(info.root),
-        options=RunOptions(auto_approve=True),
+    _, result = run_runbook(
+        build(info.root, dsn=pg_dsn, max_reject_share=0.01), tmp_path / ".h", auto_approve=True
     )
-    result = ex.run()
     assert result.status is RunStatus.COMPLETED, result.message
     ids = {v for (v,) in Postgres("t", pg_dsn).query("SELECT video_id FROM content")}
     assert bad not in ids
@@ -118,13 +108,9 @@ def test_a_rejected_curated_video_fails_the_curated_check(pg_dsn: str, tmp_path:
         "UPDATE content SET indexed_at = '2025-13-45' WHERE video_id = ?",
         bad,
     )
-    ex = Executor(
-        build(info.root, dsn=pg_dsn, max_reject_share=0.01),
-        Journal(tmp_path / ".h"),
-        runbook_key=str(info.root),
-        options=RunOptions(auto_approve=True),
+    ex, result = run_runbook(
+        build(info.root, dsn=pg_dsn, max_reject_share=0.01), tmp_path / ".h", auto_approve=True
     )
-    result = ex.run()
     assert result.status is RunStatus.FAILED
     assert "curated records in the target" in result.message
     checks = [

@@ -11,13 +11,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from handrail import Executor, Gate, Journal, Runbook, RunOptions, RunStatus, SQLite
+from handrail import Gate, Runbook, RunStatus, SQLite
 from handrail.journal import CRASH_ENV
 from handrail.ops.pg_copy import CopyTable, Parity
 from handrail.resources.postgres import Postgres
 from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
 
-from .helpers import cli_proc, write
+from .helpers import cli_proc, make_executor, write
 
 pytestmark = pytest.mark.postgres
 
@@ -84,12 +84,7 @@ def test_copy_step_parity_gate_and_rollback(pg_dsn: str, tmp_path: Path) -> None
         rows_per_batch=500,
         gates=[Gate("parity", checks=[Parity(src, target, MAPPING)])],
     )
-    ex = Executor(
-        Runbook("copy", steps=[step]),
-        Journal(tmp_path / ".h"),
-        runbook_key="k",
-        options=RunOptions(auto_approve=True),
-    )
+    ex = make_executor(Runbook("copy", steps=[step]), tmp_path / ".h", key="k", auto_approve=True)
     result = ex.run()
     # the parity gate sees the one rejected row as missing in the target
     assert result.status is RunStatus.FAILED
@@ -195,12 +190,13 @@ def test_step_resolves_duplicates_once_and_reads_ahead(
     monkeypatch.setattr(pgcopy, "find_losers", counting_losers)
     monkeypatch.setattr(pgcopy.CopyJob, "prepare", counting_prepare)
     step = CopyTable("copy", src, target, MAPPING, rows_per_batch=250)
-    ex = Executor(
+    ex = make_executor(
         Runbook("copy", steps=[step]),
-        Journal(tmp_path / ".h"),
-        runbook_key="k",
+        tmp_path / ".h",
+        key="k",
+        auto_approve=True,
         # the counts below are of this run's copy, not of the preflight's on a clone
-        options=RunOptions(auto_approve=True, preflight=False),
+        preflight=False,
     )
     assert ex.run().status is RunStatus.COMPLETED
     assert step._cached is None  # the job was closed after the last range

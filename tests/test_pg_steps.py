@@ -8,22 +8,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from handrail import Executor, Journal, Runbook, RunOptions, RunStatus
+from handrail import Runbook, RunStatus
 from handrail.ops.pg_sql import PgSQL
 from handrail.resources.postgres import Postgres
 
+from .helpers import run_runbook
+
 pytestmark = pytest.mark.postgres
-
-
-def run(rb: Runbook, tmp: Path) -> tuple[Executor, str, RunStatus, str]:
-    ex = Executor(
-        rb,
-        Journal(tmp / ".handrail"),
-        runbook_key=str(tmp / "rb"),
-        options=RunOptions(auto_approve=True),
-    )
-    result = ex.run()
-    return ex, result.run_id, result.status, result.message
 
 
 def test_pg_sql_applies_and_rolls_back_exactly(pg_dsn: str, tmp_path: Path) -> None:
@@ -43,10 +34,10 @@ def test_pg_sql_applies_and_rolls_back_exactly(pg_dsn: str, tmp_path: Path) -> N
         down=["DROP INDEX items_status", "ALTER TABLE items DROP COLUMN status"],
         verify="SELECT count(*) = 50 FROM items WHERE status = 'new'",
     )
-    ex, run_id, status, message = run(Runbook("pg", steps=[step]), tmp_path)
-    assert status is RunStatus.COMPLETED, message
+    ex, result = run_runbook(Runbook("pg", steps=[step]), tmp_path / ".handrail", auto_approve=True)
+    assert result.status is RunStatus.COMPLETED, result.message
     assert db.fingerprint().digest != before
-    assert ex.rollback(run_id).exit_code == 0
+    assert ex.rollback(result.run_id).exit_code == 0
     assert db.fingerprint().digest == before
 
 
@@ -64,7 +55,9 @@ def test_ddl_gives_up_on_a_held_lock_and_changes_nothing(pg_dsn: str, tmp_path: 
     )
     with psycopg.connect(pg_dsn) as app:  # the application holds a lock in a transaction
         app.execute("LOCK TABLE items IN ACCESS SHARE MODE")
-        _, _, status, message = run(Runbook("pg", steps=[step]), tmp_path)
-    assert status is RunStatus.FAILED
-    assert "lock_timeout=300ms" in message
+        _, result = run_runbook(
+            Runbook("pg", steps=[step]), tmp_path / ".handrail", auto_approve=True
+        )
+    assert result.status is RunStatus.FAILED
+    assert "lock_timeout=300ms" in result.message
     assert db.fingerprint().digest == before

@@ -19,13 +19,10 @@ import pytest
 from handrail import (
     BadInput,
     Directory,
-    Executor,
     Gate,
-    Journal,
     PolicyError,
     Runbook,
     RunbookError,
-    RunOptions,
     RunStatus,
     SQLite,
     StepContext,
@@ -36,7 +33,7 @@ from handrail.journal import CRASH_ENV
 from handrail.ops.quarantine import QuarantineDelete, RowUpdate, purge_quarantine
 
 from .digests import tree_digest
-from .helpers import cli, cli_proc, write
+from .helpers import cli, cli_proc, make_executor, write
 
 STALE = "SELECT hash FROM documents WHERE recon_domain_status='needs_reprocess' ORDER BY hash"
 
@@ -84,6 +81,10 @@ def stale_hashes(db: SQLite) -> Any:
     return select
 
 
+#: the run options of `handrail run --yes --allow-destructive`, which these runs need
+YES_DESTRUCTIVE = {"auto_approve": True, "allow_destructive": True}
+
+
 def step(concepts: Directory, db: SQLite, **kw: Any) -> QuarantineDelete:
     kw.setdefault("stages", [2, 3, None])
     kw.setdefault("batch_size", 2)
@@ -97,14 +98,6 @@ def step(concepts: Directory, db: SQLite, **kw: Any) -> QuarantineDelete:
     )
 
 
-def executor(rb: Runbook, state: Path, **opts: Any) -> Executor:
-    opts.setdefault("auto_approve", True)
-    opts.setdefault("allow_destructive", True)
-    return Executor(
-        rb, Journal(state), runbook_key=f"{state}/{rb.name}", options=RunOptions(**opts)
-    )
-
-
 def test_moves_by_rename_requeues_and_rolls_back_byte_identical(tmp_path: Path) -> None:
     concepts, db = make_recon(tmp_path)
     before = (concepts.fingerprint(), db.fingerprint())
@@ -115,7 +108,7 @@ def test_moves_by_rename_requeues_and_rolls_back_byte_identical(tmp_path: Path) 
         for p in concepts.path.iterdir()
         if int(p.name[1:]) % 2 == 0
     }
-    ex = executor(Runbook("reprocess", steps=[s]), tmp_path / ".handrail")
+    ex = make_executor(Runbook("reprocess", steps=[s]), tmp_path / ".handrail", **YES_DESTRUCTIVE)
     result = ex.run()
     assert result.status is RunStatus.COMPLETED, result.message
     quarantine = tmp_path / ".handrail" / "quarantine" / result.run_id / "reprocess missing"
@@ -172,7 +165,7 @@ def test_plan_counts_files_and_changes_nothing(tmp_path: Path) -> None:
 
 def test_refuses_without_allow_destructive(tmp_path: Path) -> None:
     concepts, db = make_recon(tmp_path)
-    ex = executor(Runbook("r", steps=[step(concepts, db)]), tmp_path / "s", allow_destructive=False)
+    ex = make_executor(Runbook("r", steps=[step(concepts, db)]), tmp_path / "s", auto_approve=True)
     with pytest.raises(PolicyError, match="destructive"):
         ex.run()
     write(tmp_path / "rb.py", RUNBOOK)
@@ -199,7 +192,7 @@ def test_bad_selections_are_runbook_errors(tmp_path: Path, args: list[str], matc
     # A function's answer is refused when the run's preflight plans it: exit 2, before
     # the first change.
     s = QuarantineDelete("q", concepts, select=lambda _ctx: args)
-    ex = executor(Runbook("r", steps=[s]), tmp_path / "s")
+    ex = make_executor(Runbook("r", steps=[s]), tmp_path / "s", **YES_DESTRUCTIVE)
     before = tree_digest(concepts.path)
     with pytest.raises(BadInput, match=match):
         ex.run()
@@ -209,7 +202,9 @@ def test_bad_selections_are_runbook_errors(tmp_path: Path, args: list[str], matc
 def test_rollback_leaves_recreated_and_damaged_items_then_force(tmp_path: Path) -> None:
     concepts, db = make_recon(tmp_path)
     before = concepts.fingerprint()
-    ex = executor(Runbook("r", steps=[step(concepts, db)]), tmp_path / ".handrail")
+    ex = make_executor(
+        Runbook("r", steps=[step(concepts, db)]), tmp_path / ".handrail", **YES_DESTRUCTIVE
+    )
     result = ex.run()
     quarantine = tmp_path / ".handrail" / "quarantine" / result.run_id / "reprocess missing"
     # The pipeline made h000 again; someone edited a quarantined file of h008.
@@ -321,11 +316,17 @@ def test_another_filesystem_is_refused_unless_copy_is_allowed(
         pytest.skip("/dev/shm is on the same filesystem as the test directory")
     concepts, db = make_recon(other_fs)
     before = (concepts.fingerprint(), db.fingerprint())
-    refused = executor(Runbook("r", steps=[step(concepts, db)]), tmp_path / "s1").run()
+    refused = make_executor(
+        Runbook("r", steps=[step(concepts, db)]), tmp_path / "s1", **YES_DESTRUCTIVE
+    ).run()
     assert refused.status is RunStatus.FAILED
     assert "another filesystem" in refused.message
     assert (concepts.fingerprint(), db.fingerprint()) == before  # nothing moved
-    ex = executor(Runbook("r", steps=[step(concepts, db, cross_device="copy")]), tmp_path / "s2")
+    ex = make_executor(
+        Runbook("r", steps=[step(concepts, db, cross_device="copy")]),
+        tmp_path / "s2",
+        **YES_DESTRUCTIVE,
+    )
     result = ex.run()
     assert result.status is RunStatus.COMPLETED, result.message
     assert not (concepts.path / "h000").exists()
@@ -374,10 +375,11 @@ def test_purge_removes_only_old_finished_runs(tmp_path: Path) -> None:
     for name in ("old", "recent", "paused"):
         concepts, db = make_recon(tmp_path / name)
         gates = [Gate("look", at="stage", approval=True)] if name == "paused" else []
-        ex = executor(
+        ex = make_executor(
             Runbook(name, steps=[step(concepts, db, gates=gates)]),
             state,
             auto_approve=name != "paused",
+            allow_destructive=True,
         )
         runs[name] = (ex, ex.run())
     assert runs["paused"][1].status is RunStatus.PAUSED

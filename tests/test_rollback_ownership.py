@@ -33,10 +33,8 @@ from handrail import (
     CreateSchema,
     Directory,
     Executor,
-    Journal,
     JSONFile,
     Runbook,
-    RunOptions,
     RunStatus,
     SQLite,
     TransformJSON,
@@ -53,7 +51,7 @@ from handrail.runbook import Step
 from handrail.sqlmap import Column, TableMap
 
 from .digests import pg_digest, sqlite_digest, tree_digest
-from .helpers import cli, make_items_db, write
+from .helpers import cli, make_executor, make_items_db, write
 
 # -- the matrix's coverage ----------------------------------------------------------------
 #: every Step subclass, and the test that rolls it back after someone else changed its work
@@ -104,15 +102,6 @@ def test_every_step_class_is_in_the_matrix() -> None:
 
 
 # -- helpers ------------------------------------------------------------------------------
-def executor(rb: Runbook, tmp: Path) -> Executor:
-    return Executor(
-        rb,
-        Journal(tmp / ".handrail"),
-        runbook_key=str(tmp / "rb"),
-        options=RunOptions(auto_approve=True),
-    )
-
-
 def app(db: Path, *sql: str) -> None:
     """The application writes, outside handrail."""
     conn = sqlite3.connect(db)
@@ -201,7 +190,7 @@ def test_added_columns_holding_their_values_are_not_dropped(tmp_path: Path) -> N
     """The reported defect: the app edits a backfilled row and inserts rows with values in
     the new columns; rollback used to drop both columns anyway."""
     db = docs_db(tmp_path / "app.db")
-    ex = executor(add_and_backfill(db), tmp_path)
+    ex = make_executor(add_and_backfill(db), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     assert run.status is RunStatus.COMPLETED
     app(
@@ -234,7 +223,7 @@ def test_added_columns_are_dropped_when_force_only_overwrites(tmp_path: Path) ->
     nothing but defaults and go; the table is exactly as before the run."""
     db = docs_db(tmp_path / "app.db")
     original = sqlite_digest(db.path)
-    ex = executor(add_and_backfill(db), tmp_path)
+    ex = make_executor(add_and_backfill(db), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     app(db.path, "UPDATE documents SET size_class='hand-checked' WHERE id=7")
     out = roll_back_three_ways(ex, run.run_id, lambda: sqlite_digest(db.path))
@@ -253,7 +242,7 @@ def test_sql_created_table_with_their_rows_is_not_dropped(tmp_path: Path) -> Non
         "INSERT INTO archive SELECT id, title FROM documents WHERE id < 5",
         down="DROP TABLE archive",
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     app(db.path, "INSERT INTO archive VALUES (500, 'the app wrote this')")
     out = roll_back_three_ways(ex, run.run_id, lambda: sqlite_digest(db.path))
@@ -277,7 +266,7 @@ def test_sql_created_table_the_app_left_alone_is_dropped(tmp_path: Path) -> None
         "WHERE id < 5",
         down="DROP TABLE archive; ALTER TABLE documents DROP COLUMN archived",
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     app(db.path, "INSERT INTO documents (id, words, title) VALUES (900, 1, 'new, no archived')")
     undone = ex.rollback(run.run_id)
@@ -295,7 +284,7 @@ def test_sql_added_column_with_a_value_they_changed_is_not_dropped(tmp_path: Pat
         up="ALTER TABLE documents ADD COLUMN flag TEXT; UPDATE documents SET flag='x' WHERE id<3",
         down="ALTER TABLE documents DROP COLUMN flag",
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     app(db.path, "UPDATE documents SET flag='theirs' WHERE id=40")
     undone = ex.rollback(run.run_id)
@@ -312,7 +301,7 @@ def test_create_schema_table_with_their_rows_is_not_dropped(tmp_path: Path) -> N
         ddl="CREATE TABLE IF NOT EXISTS reviews (id INTEGER PRIMARY KEY, verdict TEXT); "
         "CREATE INDEX IF NOT EXISTS reviews_verdict ON reviews(verdict)",
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     app(db.path, "INSERT INTO reviews VALUES (1, 'approved by a person')")
     out = roll_back_three_ways(ex, run.run_id, lambda: sqlite_digest(db.path))
@@ -324,7 +313,7 @@ def test_create_schema_table_with_their_rows_is_not_dropped(tmp_path: Path) -> N
 def test_create_index_undo_keeps_their_rows(tmp_path: Path) -> None:
     db = docs_db(tmp_path / "app.db")
     step = CreateIndex("index", db, index="docs_words", table="documents", columns=["words"])
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     app(db.path, "INSERT INTO documents VALUES (777, 1, 'theirs')")
     mine = sqlite_digest(db.path, include_handrail=False)
@@ -352,7 +341,7 @@ def test_import_never_deletes_a_row_they_changed(tmp_path: Path) -> None:
         key="id",
         mapper=lambda rec: {"id": rec.value["id"], "name": f"imp {rec.key}", "status": "imp"},
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     # 15 was inserted by the run, 5 updated by it; the app changes both
     app(
@@ -375,7 +364,7 @@ def test_transform_json_rewritten_file_is_a_conflict(tmp_path: Path) -> None:
     path.write_text(json.dumps({"mode": "old", "n": 1}))
     f = JSONFile("settings", path)
     step = TransformJSON("bump", f, lambda doc: doc | {"mode": "new"})
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     path.write_text(json.dumps({"mode": "new", "n": 2, "theirs": True}))
     theirs = tree_digest(path)
@@ -393,11 +382,11 @@ def test_quarantine_never_overwrites_a_recreated_path(tmp_path: Path) -> None:
     for name in ("a.bin", "b.bin", "c.bin"):
         write(root / name, f"old {name}\n")
     step = QuarantineDelete("clean", Directory("files", root), select=["a.bin", "b.bin"])
-    ex = Executor(
+    ex = make_executor(
         Runbook("t", steps=[step]),
-        Journal(tmp_path / ".handrail"),
-        runbook_key=str(tmp_path / "rb"),
-        options=RunOptions(auto_approve=True, allow_destructive=True),
+        tmp_path / ".handrail",
+        auto_approve=True,
+        allow_destructive=True,
     )
     run = ex.run()
     assert run.status is RunStatus.COMPLETED, run.message
@@ -415,7 +404,11 @@ def test_quarantine_never_overwrites_a_recreated_path(tmp_path: Path) -> None:
 
 def test_checkpoint_undo_touches_nothing(tmp_path: Path) -> None:
     db = docs_db(tmp_path / "app.db")
-    ex = executor(Runbook("t", steps=[Checkpoint("look", reads=[db])]), tmp_path)
+    ex = make_executor(
+        Runbook("t", steps=[Checkpoint("look", reads=[db])]),
+        tmp_path / ".handrail",
+        auto_approve=True,
+    )
     run = ex.run()
     app(db.path, "DELETE FROM documents WHERE id < 10")
     mine = sqlite_digest(db.path)
@@ -433,7 +426,11 @@ def test_write_library_keeps_their_edits(tmp_path: Path) -> None:
     def add_hash(doc: dict[str, Any]) -> dict[str, Any]:
         return {"images": [img | {"dhash": "0f0f"} for img in doc["images"]]}
 
-    ex = executor(Runbook("t", steps=[WriteLibrary("write", lib, add_hash)]), tmp_path)
+    ex = make_executor(
+        Runbook("t", steps=[WriteLibrary("write", lib, add_hash)]),
+        tmp_path / ".handrail",
+        auto_approve=True,
+    )
     run = ex.run()
     assert run.status is RunStatus.COMPLETED, run.message
     doc = json.loads(path.read_text())
@@ -465,7 +462,7 @@ def test_pg_sql_created_table_with_their_rows_is_not_dropped(pg_dsn: str, tmp_pa
         "ALTER TABLE video ADD COLUMN domain text",
         down="DROP TABLE review; ALTER TABLE video DROP COLUMN domain",
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     assert run.status is RunStatus.COMPLETED, run.message
     pg_exec(pg_dsn, "INSERT INTO review VALUES (1, 'theirs')", "INSERT INTO video VALUES (1, 2)")
@@ -487,7 +484,7 @@ def test_pg_sql_undo_goes_through_when_only_default_rows_came(pg_dsn: str, tmp_p
         up="ALTER TABLE video ADD COLUMN domain text",
         down="ALTER TABLE video DROP COLUMN domain",
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     pg_exec(pg_dsn, "INSERT INTO video (id, category) VALUES (5, 1)")  # domain left NULL
     assert ex.rollback(run.run_id).exit_code == 0
@@ -507,7 +504,7 @@ def test_pg_backfill_conflict_then_force(pg_dsn: str, tmp_path: Path) -> None:
     step = PgBackfill(
         "cat", db, table="video", key="id", columns=["category"], compute=lambda r: {"category": 7}
     )
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     pg_exec(pg_dsn, "UPDATE video SET category = 99 WHERE id = 3")
     out = roll_back_three_ways(ex, run.run_id, lambda: pg_digest(pg_dsn))
@@ -529,7 +526,7 @@ def test_copy_table_is_not_emptied_after_they_wrote_to_it(pg_dsn: str, tmp_path:
     pg_exec(pg_dsn, "CREATE TABLE content (id text PRIMARY KEY, title text)")
     mapping = TableMap("content", "content", key=["id"], columns=[Column("id"), Column("title")])
     step = CopyTable("copy", SQLite("src", src), Postgres("pg", pg_dsn), mapping)
-    ex = executor(Runbook("t", steps=[step]), tmp_path)
+    ex = make_executor(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     assert run.status is RunStatus.COMPLETED, run.message
     pg_exec(pg_dsn, "INSERT INTO content VALUES ('new', 'written by the app after the copy')")
@@ -585,7 +582,7 @@ def test_cli_lists_what_stopped_the_rollback_and_the_ways_out(tmp_path: Path) ->
 
 def test_rollback_to_exits_0_and_run_applies_the_undone_steps_again(tmp_path: Path) -> None:
     db = docs_db(tmp_path / "app.db")
-    ex = executor(add_and_backfill(db), tmp_path)
+    ex = make_executor(add_and_backfill(db), tmp_path / ".handrail", auto_approve=True)
     run = ex.run()
     done = sqlite_digest(db.path, include_handrail=False)
     partial = ex.rollback(run.run_id, to_step="fill")

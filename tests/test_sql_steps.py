@@ -14,28 +14,13 @@ from handrail import (
     BadInput,
     CreateIndex,
     CreateSchema,
-    Executor,
-    Journal,
     Runbook,
-    RunOptions,
     RunStatus,
     SQLite,
 )
 from handrail.ops.sql import split_sql
 
-from .helpers import make_items_db
-
-
-def run(rb: Runbook, tmp: Path) -> tuple[Executor, str]:
-    ex = Executor(
-        rb,
-        Journal(tmp / ".handrail"),
-        runbook_key=str(tmp / "rb"),
-        options=RunOptions(auto_approve=True),
-    )
-    result = ex.run()
-    assert result.status is RunStatus.COMPLETED, result.message
-    return ex, result.run_id
+from .helpers import make_items_db, run_runbook
 
 
 def columns(db: SQLite, table: str) -> list[str]:
@@ -55,15 +40,19 @@ def test_add_columns_is_idempotent_and_rollback_drops_only_its_own(tmp_path: Pat
         table="items",
         columns={"domain": "TEXT", "domain_status": "TEXT", "pushed_at": "TEXT"},
     )
-    ex, run_id = run(Runbook("t", steps=[step]), tmp_path)
+    ex, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
+    assert result.status is RunStatus.COMPLETED, result.message
     assert columns(db, "items")[-3:] == ["domain", "domain_status", "pushed_at"]
-    assert ex.journal.step(run_id, "cols").state["added"] == ["domain_status", "pushed_at"]
+    assert ex.journal.step(result.run_id, "cols").state["added"] == ["domain_status", "pushed_at"]
     # A second run adds nothing and its rollback drops nothing.
-    ex2, run2 = run(Runbook("t", steps=[step]), tmp_path / "second")
-    assert ex2.journal.step(run2, "cols").state["added"] == []
-    ex2.rollback(run2)
+    ex2, again = run_runbook(
+        Runbook("t", steps=[step]), tmp_path / "second" / ".handrail", auto_approve=True
+    )
+    assert again.status is RunStatus.COMPLETED, again.message
+    assert ex2.journal.step(again.run_id, "cols").state["added"] == []
+    ex2.rollback(again.run_id)
     assert "domain_status" in columns(db, "items")
-    ex.rollback(run_id)
+    ex.rollback(result.run_id)
     assert columns(db, "items")[-1] == "domain"  # the pre-existing column stays
     assert db.fingerprint().digest == before
 
@@ -72,9 +61,10 @@ def test_create_index_rollback_only_if_created(tmp_path: Path) -> None:
     db = SQLite("db", make_items_db(tmp_path / "x.db"))
     before = db.fingerprint().digest
     step = CreateIndex("idx", db, index="idx_status", table="items", columns=["status"])
-    ex, run_id = run(Runbook("t", steps=[step]), tmp_path)
+    ex, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
+    assert result.status is RunStatus.COMPLETED, result.message
     assert db.schema()["idx_status"]["type"] == "index"
-    ex.rollback(run_id)
+    ex.rollback(result.run_id)
     assert "idx_status" not in db.schema()
     assert db.fingerprint().digest == before
 
@@ -89,9 +79,10 @@ def test_create_schema_creates_the_file_and_rollback_removes_it(tmp_path: Path) 
         CREATE INDEX IF NOT EXISTS a_x ON a(x);
     """,
     )
-    ex, run_id = run(Runbook("t", steps=[step]), tmp_path)
+    ex, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
+    assert result.status is RunStatus.COMPLETED, result.message
     assert set(db.schema()) == {"a", "a_x"}
-    ex.rollback(run_id)
+    ex.rollback(result.run_id)
     assert not db.path.exists()
 
 
@@ -107,9 +98,10 @@ def test_sql_up_down_verify(tmp_path: Path) -> None:
         "UPDATE items SET score = 1.0/7 WHERE id = 1;",
         verify="SELECT count(*) = 0 FROM items WHERE status = 'old'",
     )
-    ex, run_id = run(Runbook("t", steps=[step]), tmp_path)
+    ex, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".handrail", auto_approve=True)
+    assert result.status is RunStatus.COMPLETED, result.message
     assert db.query("SELECT count(*) FROM items WHERE status='legacy'")[0][0] == 16
-    ex.rollback(run_id)
+    ex.rollback(result.run_id)
     assert db.fingerprint().digest == before
 
 
@@ -122,8 +114,7 @@ def test_failing_verify_stops_the_run(tmp_path: Path) -> None:
         down="SELECT 1",
         verify="SELECT count(*) = 0 FROM items",
     )
-    ex = Executor(Runbook("t", steps=[step]), Journal(tmp_path / ".h"), runbook_key="k")
-    result = ex.run()
+    _, result = run_runbook(Runbook("t", steps=[step]), tmp_path / ".h", key="k")
     assert result.status is RunStatus.FAILED
     assert "did not verify" in result.message
 
@@ -136,10 +127,9 @@ def test_a_failing_statement_leaves_nothing_behind(tmp_path: Path) -> None:
     )
     rb = Runbook("t", steps=[step])
     with pytest.raises(BadInput, match="no such table: nope"):  # compiled before any change
-        Executor(rb, Journal(tmp_path / ".h"), runbook_key="k").run()
+        run_runbook(rb, tmp_path / ".h", key="k")
     # Without the preflight, the statement fails mid-step and its transaction goes whole.
-    options = RunOptions(preflight=False)
-    result = Executor(rb, Journal(tmp_path / ".h"), runbook_key="k", options=options).run()
+    _, result = run_runbook(rb, tmp_path / ".h", key="k", preflight=False)
     assert result.status is RunStatus.FAILED
     assert "no such table: nope" in result.message
     assert db.fingerprint().digest == before  # the first statement was rolled back too
