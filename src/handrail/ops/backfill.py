@@ -29,7 +29,13 @@ from ..context import StepContext
 from ..errors import RollbackConflict, RunbookError
 from ..model import Plan
 from ..resources.base import Resource
-from ..resources.sqlite import LEDGER_PREFIX, SQLite, drop_empty_ledger_tables, quote_ident
+from ..resources.sqlite import (
+    LEDGER_PREFIX,
+    SQLite,
+    drop_empty_ledger_tables,
+    quote_ident,
+    transaction,
+)
 from ..runbook import describe_callable
 from .sql import SQLiteStep
 
@@ -342,28 +348,21 @@ class Backfill(BackfillFields, SQLiteStep):
 
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         sql = self._batch_sql(ctx.run_id)
-        with ctx.connection(self.db) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(sql.undo_ddl)
-                declared = {r[1]: r[2] for r in conn.execute(sql.table_info)}
-                affinities = [affinity_of(declared.get(c, "")) for c in self.columns]
-                read = conn.cursor()
-                read.row_factory = None  # tuples: batch_changes builds compute's dicts
-                undo_rows: list[tuple[Any, ...]] = []
-                for lo in range(0, len(items), 900):
-                    chunk = items[lo : lo + 900]
-                    read.execute(sql.select(len(chunk)), chunk)
-                    names = [d[0] for d in read.description]
-                    undo_rows += batch_changes(self, batch, names, read)
-                if undo_rows:
-                    self._write(conn, sql, undo_rows, affinities)
-                SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(undo_rows))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        with ctx.connection(self.db) as conn, transaction(conn):
+            conn.execute(sql.undo_ddl)
+            declared = {r[1]: r[2] for r in conn.execute(sql.table_info)}
+            affinities = [affinity_of(declared.get(c, "")) for c in self.columns]
+            read = conn.cursor()
+            read.row_factory = None  # tuples: batch_changes builds compute's dicts
+            undo_rows: list[tuple[Any, ...]] = []
+            for lo in range(0, len(items), 900):
+                chunk = items[lo : lo + 900]
+                read.execute(sql.select(len(chunk)), chunk)
+                names = [d[0] for d in read.description]
+                undo_rows += batch_changes(self, batch, names, read)
+            if undo_rows:
+                self._write(conn, sql, undo_rows, affinities)
+            SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(undo_rows))
         return len(undo_rows)
 
     def _write(
@@ -396,40 +395,30 @@ class Backfill(BackfillFields, SQLiteStep):
         t, u, key = quote_ident(self.table), self.undo_table(ctx.run_id), quote_ident(self.key)
         same = " AND ".join(f"t.{quote_ident(c)} IS u.a_{i}" for i, c in enumerate(self.columns))
         differs = f"t.{key} IS NULL OR NOT ({same})"
-        with db.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (u,)).fetchone():
-                    SQLite.ledger_clear(conn, ctx.run_id, self.name)
-                    conn.execute("COMMIT")
-                    return
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {u}_pk ON {u}(pk)")
-                conflicts = [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs}"
-                    )
-                ]
-                sets = ", ".join(f"{quote_ident(c)} = u.b_{i}" for i, c in enumerate(self.columns))
-                guard = "" if force else f" AND {same}"
-                conn.execute(
-                    f"UPDATE {t} AS t SET {sets} FROM {u} AS u WHERE t.{key} = u.pk{guard}"
+        with db.connect() as conn, transaction(conn):
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (u,)).fetchone():
+                SQLite.ledger_clear(conn, ctx.run_id, self.name)
+                return
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {u}_pk ON {u}(pk)")
+            conflicts = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs}"
                 )
-                if conflicts and not force:
-                    # Keep only the conflicting rows' records, for a forced rollback later.
-                    conn.execute(
-                        f"DELETE FROM {u} WHERE pk NOT IN (SELECT u.pk FROM {u} u "
-                        f"LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs})"
-                    )
-                else:
-                    conn.execute(f"DROP TABLE {u}")
-                    SQLite.ledger_clear(conn, ctx.run_id, self.name)
-                drop_empty_ledger_tables(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+            ]
+            sets = ", ".join(f"{quote_ident(c)} = u.b_{i}" for i, c in enumerate(self.columns))
+            guard = "" if force else f" AND {same}"
+            conn.execute(f"UPDATE {t} AS t SET {sets} FROM {u} AS u WHERE t.{key} = u.pk{guard}")
+            if conflicts and not force:
+                # Keep only the conflicting rows' records, for a forced rollback later.
+                conn.execute(
+                    f"DELETE FROM {u} WHERE pk NOT IN (SELECT u.pk FROM {u} u "
+                    f"LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs})"
+                )
+            else:
+                conn.execute(f"DROP TABLE {u}")
+                SQLite.ledger_clear(conn, ctx.run_id, self.name)
+            drop_empty_ledger_tables(conn)
         if conflicts and not force:
             raise RollbackConflict(
                 f"{len(conflicts)} row(s) of {self.table} were changed after this run wrote "

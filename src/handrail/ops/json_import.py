@@ -12,7 +12,7 @@ from ..context import StepContext
 from ..errors import ResourceError
 from ..model import CheckResult, Outcome, Plan
 from ..resources.jsonfile import JSONFile, load_json
-from ..resources.sqlite import SQLite
+from ..resources.sqlite import SQLite, transaction
 from ..runbook import Check, describe_callable
 from . import rowlog
 from .sql import SQLiteStep
@@ -154,25 +154,18 @@ class ImportRecords(SQLiteStep):
         by_key = self._records_cached(ctx)
         records = [r for key in dict.fromkeys(items) for r in by_key.get(key, ())]
         rows = self._map(ctx, records)
-        with ctx.connection(self.db) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                counts = rowlog.upsert(
-                    conn,
-                    self.table,
-                    self.key_cols,
-                    rows,
-                    run_id=ctx.run_id,
-                    step=self.name,
-                    batch=batch,
-                )
-                ctx.flush_rejects()  # before the commit: idempotent, so a crash loses none
-                SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, counts.changed)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        with ctx.connection(self.db) as conn, transaction(conn):
+            counts = rowlog.upsert(
+                conn,
+                self.table,
+                self.key_cols,
+                rows,
+                run_id=ctx.run_id,
+                step=self.name,
+                batch=batch,
+            )
+            ctx.flush_rejects()  # before the commit: idempotent, so a crash loses none
+            SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, counts.changed)
         return counts.changed
 
     def _records_cached(self, ctx: StepContext) -> dict[str, list[SourceRecord]]:
@@ -198,19 +191,10 @@ class ImportRecords(SQLiteStep):
         db = ctx.use(self.db)
         if not db.exists():
             return
-        with db.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                report = rowlog.undo(
-                    conn, ctx.run_id, self.name, force=bool(ctx.state.get("_force"))
-                )
-                if not report.conflicts:
-                    SQLite.ledger_clear(conn, ctx.run_id, self.name)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        with db.connect() as conn, transaction(conn):
+            report = rowlog.undo(conn, ctx.run_id, self.name, force=bool(ctx.state.get("_force")))
+            if not report.conflicts:
+                SQLite.ledger_clear(conn, ctx.run_id, self.name)
         if report.conflicts:
             raise RollbackConflict(
                 f"{len(report.conflicts)} row(s) in {self.table} were changed after this run "
