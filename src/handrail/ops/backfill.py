@@ -22,6 +22,7 @@ import hashlib
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from operator import itemgetter
 from typing import Any
 
@@ -150,17 +151,6 @@ def backfill_params(step: BackfillFields, db: Resource) -> dict[str, Any]:
     }
 
 
-def changed_values(step: BackfillFields, row: dict[str, Any]) -> dict[str, Any] | None:
-    """The values ``compute`` wants that differ from the row's (None: nothing to do)."""
-    new = step.compute(row)
-    if not new:
-        return None
-    if not new.keys() <= step._declared:
-        raise undeclared(step, new)
-    changed = {c: v for c, v in new.items() if row.get(c) != v or type(row.get(c)) is not type(v)}
-    return changed or None
-
-
 def undeclared(step: BackfillFields, new: dict[str, Any]) -> RunbookError:
     return RunbookError(
         f"backfill {step.name!r}: compute returned columns it does not declare: "
@@ -171,14 +161,16 @@ def undeclared(step: BackfillFields, new: dict[str, Any]) -> RunbookError:
 def batch_changes(
     step: BackfillFields, batch: int, names: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> list[tuple[Any, ...]]:
-    """The undo rows ``(batch, key, *before, *after)`` of the rows (tuples of the columns
-    ``names``) that ``compute`` changes.
+    """The changes ``compute`` makes to ``rows`` (tuples of the columns ``names``), as the
+    undo rows ``(batch, key, *before, *after)`` of the rows it changes.
 
-    A row changes as :func:`changed_values` says: some value ``compute`` returns differs
-    from the row's in value or in type (1, 1.0 and True are equal in Python, not in
-    SQLite). ``compute`` still gets a dict; the written columns' values travel as tuples,
-    taken from the row as read (not from the dict ``compute`` might have changed) and
-    compared in C: this loop is most of a backfill's Python time.
+    The one decision of a backfill: :meth:`Backfill.apply_batch` (and PgBackfill's) writes
+    exactly these rows, and the dry run (:func:`summarize`) counts and samples them, so the
+    plan cannot drift from the run. A row changes when some value ``compute`` returns
+    differs from the row's in value or in type (1, 1.0 and True are equal in Python, not
+    in SQLite). ``compute`` still gets a dict; the written columns' values travel as
+    tuples, taken from the row as read (not from the dict ``compute`` might have changed)
+    and compared in C: this loop is most of a backfill's Python time.
     """
     pos = {n: i for i, n in enumerate(names)}
     missing = [c for c in (step.key, *step.columns) if c not in pos]
@@ -207,21 +199,27 @@ def batch_changes(
     return undo
 
 
-def summarize(step: BackfillFields, rows: Iterable[dict[str, Any]]) -> Plan:
-    """A backfill's dry run: how many rows it would change, and the values it would write."""
+def summarize(step: BackfillFields, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Plan:
+    """A backfill's dry run: how many of ``rows`` (tuples of the columns ``names``) it
+    would change, and the values it would write, as :func:`batch_changes` decides for the
+    run; nothing is written."""
     total = changes = 0
     values: dict[str, Counter[Any]] = {c: Counter() for c in step.columns}
     samples: list[dict[str, Any]] = []
-    for row in rows:
-        total += 1
-        new = changed_values(step, row)
-        if new is None:
-            continue
-        changes += 1
-        for c, v in new.items():
-            values[c][v] += 1
-        if len(samples) < 10:
-            samples.append({step.key: row[step.key], **new})
+    n, rows = len(step.columns), iter(rows)
+    while chunk := list(islice(rows, 1000)):  # a batch's worth at a time: memory stays flat
+        total += len(chunk)
+        for undo in batch_changes(step, 0, names, chunk):
+            changes += 1
+            new = {
+                c: a
+                for c, b, a in zip(step.columns, undo[2 : 2 + n], undo[2 + n :], strict=True)
+                if a != b or type(a) is not type(b)
+            }
+            for c, v in new.items():
+                values[c][v] += 1
+            if len(samples) < 10:
+                samples.append({step.key: undo[1], **new})
     return Plan(
         summary=f"set {', '.join(step.columns)} on {changes} of {total} row(s) of {step.table}",
         items=total,
@@ -316,7 +314,6 @@ class Backfill(BackfillFields, SQLiteStep):
 
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:
-            conn.row_factory = sqlite3.Row
             try:
                 cur = conn.execute(
                     f"SELECT {self._select()} FROM {quote_ident(self.table)} {self._where()} "
@@ -327,7 +324,7 @@ class Backfill(BackfillFields, SQLiteStep):
                 # A column an earlier step adds: the run plans this step again when it gets
                 # there (its plan gates always see the real state right before it).
                 return deferred(self, str(exc))
-            return summarize(self, (dict(r) for r in cur))
+            return summarize(self, [d[0] for d in cur.description], cur)
 
     def items(self, ctx: StepContext) -> list[Any] | None:
         with ctx.use(self.db).connect() as conn:
