@@ -112,22 +112,17 @@ class ImportRecords(SQLiteStep):
         ctx.rejects = []
         db = ctx.use(self.db)
         counts = {"records": len(records), "rejects": len(rejects)}
-        existing: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # The run's own decision (rowlog.decide), without its writes.
+        decided = rowlog.decide(None, self.table, self.key_cols, rows)
         if db.exists():
             with db.connect() as conn:
                 has = conn.execute(
                     "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (self.table,)
                 ).fetchone()
                 if has:
-                    existing = rowlog._fetch(
-                        conn,
-                        self.table,
-                        self.key_cols,
-                        [tuple(r[c] for c in self.key_cols) for r in rows],
-                    )
-        new = sum(1 for r in rows if tuple(r[c] for c in self.key_cols) not in existing)
-        same = sum(1 for r in rows if _same(existing.get(tuple(r[c] for c in self.key_cols)), r))
-        counts |= {"insert": new, "update": len(rows) - new - same, "unchanged": same}
+                    decided = rowlog.decide(conn, self.table, self.key_cols, rows)
+        new, same = len(decided.inserts), decided.unchanged
+        counts |= {"insert": new, "update": len(decided.updates), "unchanged": same}
         return Plan(
             summary=(
                 f"import {len(records)} record(s) from {self.source_name()} into "
