@@ -19,6 +19,7 @@ the table without its record.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -204,7 +205,7 @@ def summarize(step: BackfillFields, names: Sequence[str], rows: Iterable[Sequenc
     would change, and the values it would write, as :func:`batch_changes` decides for the
     run; nothing is written."""
     total = changes = 0
-    values: dict[str, Counter[Any]] = {c: Counter() for c in step.columns}
+    values: dict[str, Counter[str]] = {c: Counter() for c in step.columns}
     samples: list[dict[str, Any]] = []
     n, rows = len(step.columns), iter(rows)
     while chunk := list(islice(rows, 1000)):  # a batch's worth at a time: memory stays flat
@@ -217,7 +218,7 @@ def summarize(step: BackfillFields, names: Sequence[str], rows: Iterable[Sequenc
                 if a != b or type(a) is not type(b)
             }
             for c, v in new.items():
-                values[c][v] += 1
+                values[c][value_label(v)] += 1
             if len(samples) < 10:
                 samples.append({step.key: undo[1], **new})
     return Plan(
@@ -227,6 +228,17 @@ def summarize(step: BackfillFields, names: Sequence[str], rows: Iterable[Sequenc
         samples=samples,
         details={"values": {c: dict(v.most_common(50)) for c, v in values.items()}},
     )
+
+
+def value_label(value: Any) -> str:
+    """A value as the key of the dry run's distribution: the text a JSON object key gets
+    (None is "null", 1 is "1"), so the plan reads the same before and after the journal
+    stores it, and a column given both NULL and text can be stored at all."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return str(value)
 
 
 def deferred(step: BackfillFields, why: str) -> Plan:

@@ -203,11 +203,15 @@ class ImportRecords(SQLiteStep):
         ctx.rejects = []
         rows = self._map(ctx, self._records(ctx))
         ctx.rejects = []
+        merged = rowlog.merge(self.key_cols, rows)  # what the run wrote: one row per key
         with ctx.use(self.db).connect() as conn:
-            present = rowlog._fetch(
-                conn, self.table, self.key_cols, [tuple(r[c] for c in self.key_cols) for r in rows]
-            )
-        missing = [r for r in rows if not _same(present.get(tuple(r[c] for c in self.key_cols)), r)]
+            present = rowlog._fetch(conn, self.table, self.key_cols, list(merged))
+            missing = [
+                r
+                for k, r in merged.items()
+                if not _same(present.get(k), r) and not rowlog.holds(conn, self.table, r)
+            ]
+        rows = list(merged.values())
         return [
             CheckResult(
                 f"{self.name}: rows imported",

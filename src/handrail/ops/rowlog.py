@@ -138,6 +138,27 @@ class Upsert:
         return UpsertCounts(len(self.inserts), len(self.updates), self.unchanged)
 
 
+def merge(key_cols: Sequence[str], rows: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """Rows by key, those sharing a key merged in order (later values win): what applying
+    them one after the other leaves."""
+    merged: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row[c] for c in key_cols)
+        merged[key] = {**merged[key], **row} if key in merged else row
+    return merged
+
+
+def holds(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> bool:
+    """Whether ``table`` holds ``row`` as SQLite compares it: ``IS`` against a bound value
+    applies the column's affinity, as the write did (an int written to a TEXT column is
+    held as its text)."""
+    cond = " AND ".join(f"{quote_ident(c)} IS ?" for c in row)
+    found = conn.execute(
+        f"SELECT 1 FROM {quote_ident(table)} WHERE {cond} LIMIT 1", list(row.values())
+    )
+    return found.fetchone() is not None
+
+
 def decide(
     conn: sqlite3.Connection | None,
     table: str,
@@ -154,10 +175,7 @@ def decide(
     SQLite). ``conn`` None: the table does not exist yet (an earlier step creates it), so
     every key is new.
     """
-    merged: dict[Key, dict[str, Any]] = {}
-    for row in rows:
-        key = tuple(row[c] for c in key_cols)
-        merged[key] = {**merged[key], **row} if key in merged else row
+    merged = merge(key_cols, rows)
     existing = _fetch(conn, table, key_cols, list(merged)) if conn is not None else {}
     out = Upsert()
     for key, row in merged.items():
