@@ -19,9 +19,11 @@ the table without its record.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from operator import itemgetter
 from typing import Any
 
@@ -30,7 +32,13 @@ from ..errors import RollbackConflict, RunbookError
 from ..inline import code, names
 from ..model import Plan
 from ..resources.base import Resource
-from ..resources.sqlite import LEDGER_PREFIX, SQLite, drop_empty_ledger_tables, quote_ident
+from ..resources.sqlite import (
+    LEDGER_PREFIX,
+    SQLite,
+    drop_empty_ledger_tables,
+    quote_ident,
+    transaction,
+)
 from ..runbook import BATCH_WORST_CASE, describe_callable
 from .sql import SQLiteStep
 
@@ -152,17 +160,6 @@ def backfill_params(step: BackfillFields, db: Resource) -> dict[str, Any]:
     }
 
 
-def changed_values(step: BackfillFields, row: dict[str, Any]) -> dict[str, Any] | None:
-    """The values ``compute`` wants that differ from the row's (None: nothing to do)."""
-    new = step.compute(row)
-    if not new:
-        return None
-    if not new.keys() <= step._declared:
-        raise undeclared(step, new)
-    changed = {c: v for c, v in new.items() if row.get(c) != v or type(row.get(c)) is not type(v)}
-    return changed or None
-
-
 def undeclared(step: BackfillFields, new: dict[str, Any]) -> RunbookError:
     return RunbookError(
         f"backfill {step.name!r}: compute returned columns it does not declare: "
@@ -173,14 +170,16 @@ def undeclared(step: BackfillFields, new: dict[str, Any]) -> RunbookError:
 def batch_changes(
     step: BackfillFields, batch: int, names: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> list[tuple[Any, ...]]:
-    """The undo rows ``(batch, key, *before, *after)`` of the rows (tuples of the columns
-    ``names``) that ``compute`` changes.
+    """The changes ``compute`` makes to ``rows`` (tuples of the columns ``names``), as the
+    undo rows ``(batch, key, *before, *after)`` of the rows it changes.
 
-    A row changes as :func:`changed_values` says: some value ``compute`` returns differs
-    from the row's in value or in type (1, 1.0 and True are equal in Python, not in
-    SQLite). ``compute`` still gets a dict; the written columns' values travel as tuples,
-    taken from the row as read (not from the dict ``compute`` might have changed) and
-    compared in C: this loop is most of a backfill's Python time.
+    The one decision of a backfill: :meth:`Backfill.apply_batch` (and PgBackfill's) writes
+    exactly these rows, and the dry run (:func:`summarize`) counts and samples them, so the
+    plan cannot drift from the run. A row changes when some value ``compute`` returns
+    differs from the row's in value or in type (1, 1.0 and True are equal in Python, not
+    in SQLite). ``compute`` still gets a dict; the written columns' values travel as
+    tuples, taken from the row as read (not from the dict ``compute`` might have changed)
+    and compared in C: this loop is most of a backfill's Python time.
     """
     pos = {n: i for i, n in enumerate(names)}
     missing = [c for c in (step.key, *step.columns) if c not in pos]
@@ -209,21 +208,27 @@ def batch_changes(
     return undo
 
 
-def summarize(step: BackfillFields, rows: Iterable[dict[str, Any]]) -> Plan:
-    """A backfill's dry run: how many rows it would change, and the values it would write."""
+def summarize(step: BackfillFields, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Plan:
+    """A backfill's dry run: how many of ``rows`` (tuples of the columns ``names``) it
+    would change, and the values it would write, as :func:`batch_changes` decides for the
+    run; nothing is written."""
     total = changes = 0
-    values: dict[str, Counter[Any]] = {c: Counter() for c in step.columns}
+    values: dict[str, Counter[str]] = {c: Counter() for c in step.columns}
     samples: list[dict[str, Any]] = []
-    for row in rows:
-        total += 1
-        new = changed_values(step, row)
-        if new is None:
-            continue
-        changes += 1
-        for c, v in new.items():
-            values[c][v] += 1
-        if len(samples) < 10:
-            samples.append({step.key: row[step.key], **new})
+    n, rows = len(step.columns), iter(rows)
+    while chunk := list(islice(rows, 1000)):  # a batch's worth at a time: memory stays flat
+        total += len(chunk)
+        for undo in batch_changes(step, 0, names, chunk):
+            changes += 1
+            new = {
+                c: a
+                for c, b, a in zip(step.columns, undo[2 : 2 + n], undo[2 + n :], strict=True)
+                if a != b or type(a) is not type(b)
+            }
+            for c, v in new.items():
+                values[c][value_label(v)] += 1
+            if len(samples) < 10:
+                samples.append({step.key: undo[1], **new})
     return Plan(
         summary=f"set {', '.join(step.columns)} on {changes} of {total} row(s) of {step.table}",
         items=total,
@@ -231,6 +236,17 @@ def summarize(step: BackfillFields, rows: Iterable[dict[str, Any]]) -> Plan:
         samples=samples,
         details={"values": {c: dict(v.most_common(50)) for c, v in values.items()}},
     )
+
+
+def value_label(value: Any) -> str:
+    """A value as the key of the dry run's distribution: the text a JSON object key gets
+    (None is "null", 1 is "1"), so the plan reads the same before and after the journal
+    stores it, and a column given both NULL and text can be stored at all."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return str(value)
 
 
 def deferred(step: BackfillFields, why: str) -> Plan:
@@ -330,7 +346,6 @@ class Backfill(BackfillFields, SQLiteStep):
 
     def plan(self, ctx: StepContext) -> Plan:
         with ctx.use(self.db).connect() as conn:
-            conn.row_factory = sqlite3.Row
             try:
                 cur = conn.execute(
                     f"SELECT {self._select()} FROM {quote_ident(self.table)} {self._where()} "
@@ -341,7 +356,7 @@ class Backfill(BackfillFields, SQLiteStep):
                 # A column an earlier step adds: the run plans this step again when it gets
                 # there (its plan gates always see the real state right before it).
                 return deferred(self, str(exc))
-            return summarize(self, (dict(r) for r in cur))
+            return summarize(self, [d[0] for d in cur.description], cur)
 
     def items(self, ctx: StepContext) -> list[Any] | None:
         with ctx.use(self.db).connect() as conn:
@@ -362,28 +377,21 @@ class Backfill(BackfillFields, SQLiteStep):
 
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         sql = self._batch_sql(ctx.run_id)
-        with ctx.connection(self.db) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(sql.undo_ddl)
-                declared = {r[1]: r[2] for r in conn.execute(sql.table_info)}
-                affinities = [affinity_of(declared.get(c, "")) for c in self.columns]
-                read = conn.cursor()
-                read.row_factory = None  # tuples: batch_changes builds compute's dicts
-                undo_rows: list[tuple[Any, ...]] = []
-                for lo in range(0, len(items), 900):
-                    chunk = items[lo : lo + 900]
-                    read.execute(sql.select(len(chunk)), chunk)
-                    names = [d[0] for d in read.description]
-                    undo_rows += batch_changes(self, batch, names, read)
-                if undo_rows:
-                    self._write(conn, sql, undo_rows, affinities)
-                SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(undo_rows))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        with ctx.connection(self.db) as conn, transaction(conn):
+            conn.execute(sql.undo_ddl)
+            declared = {r[1]: r[2] for r in conn.execute(sql.table_info)}
+            affinities = [affinity_of(declared.get(c, "")) for c in self.columns]
+            read = conn.cursor()
+            read.row_factory = None  # tuples: batch_changes builds compute's dicts
+            undo_rows: list[tuple[Any, ...]] = []
+            for lo in range(0, len(items), 900):
+                chunk = items[lo : lo + 900]
+                read.execute(sql.select(len(chunk)), chunk)
+                names = [d[0] for d in read.description]
+                undo_rows += batch_changes(self, batch, names, read)
+            if undo_rows:
+                self._write(conn, sql, undo_rows, affinities)
+            SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, len(undo_rows))
         return len(undo_rows)
 
     def _write(
@@ -416,40 +424,30 @@ class Backfill(BackfillFields, SQLiteStep):
         t, u, key = quote_ident(self.table), self.undo_table(ctx.run_id), quote_ident(self.key)
         same = " AND ".join(f"t.{quote_ident(c)} IS u.a_{i}" for i, c in enumerate(self.columns))
         differs = f"t.{key} IS NULL OR NOT ({same})"
-        with db.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (u,)).fetchone():
-                    SQLite.ledger_clear(conn, ctx.run_id, self.name)
-                    conn.execute("COMMIT")
-                    return
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {u}_pk ON {u}(pk)")
-                conflicts = [
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs}"
-                    )
-                ]
-                sets = ", ".join(f"{quote_ident(c)} = u.b_{i}" for i, c in enumerate(self.columns))
-                guard = "" if force else f" AND {same}"
-                conn.execute(
-                    f"UPDATE {t} AS t SET {sets} FROM {u} AS u WHERE t.{key} = u.pk{guard}"
+        with db.connect() as conn, transaction(conn):
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (u,)).fetchone():
+                SQLite.ledger_clear(conn, ctx.run_id, self.name)
+                return
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {u}_pk ON {u}(pk)")
+            conflicts = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT u.pk FROM {u} u LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs}"
                 )
-                if conflicts and not force:
-                    # Keep only the conflicting rows' records, for a forced rollback later.
-                    conn.execute(
-                        f"DELETE FROM {u} WHERE pk NOT IN (SELECT u.pk FROM {u} u "
-                        f"LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs})"
-                    )
-                else:
-                    conn.execute(f"DROP TABLE {u}")
-                    SQLite.ledger_clear(conn, ctx.run_id, self.name)
-                drop_empty_ledger_tables(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+            ]
+            sets = ", ".join(f"{quote_ident(c)} = u.b_{i}" for i, c in enumerate(self.columns))
+            guard = "" if force else f" AND {same}"
+            conn.execute(f"UPDATE {t} AS t SET {sets} FROM {u} AS u WHERE t.{key} = u.pk{guard}")
+            if conflicts and not force:
+                # Keep only the conflicting rows' records, for a forced rollback later.
+                conn.execute(
+                    f"DELETE FROM {u} WHERE pk NOT IN (SELECT u.pk FROM {u} u "
+                    f"LEFT JOIN {t} t ON t.{key} = u.pk WHERE {differs})"
+                )
+            else:
+                conn.execute(f"DROP TABLE {u}")
+                SQLite.ledger_clear(conn, ctx.run_id, self.name)
+            drop_empty_ledger_tables(conn)
         if conflicts and not force:
             raise RollbackConflict(
                 f"{len(conflicts)} row(s) of {self.table} were changed after this run wrote "

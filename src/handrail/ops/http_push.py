@@ -72,6 +72,7 @@ from ..resources.http import (
     RemoteNotFound,
     backoff_delay,
 )
+from ..resources.sqlite import transaction
 from ..runbook import Check, Step, describe_callable
 
 if TYPE_CHECKING:
@@ -179,8 +180,7 @@ class PushStore:
     def add(self, batch: int, stage: int | None, rows: list[tuple[str, Any, Any]]) -> None:
         """Record a batch's items as pending (items already recorded are kept as they are)."""
         now = now_iso()
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             self.conn.executemany(
                 "INSERT OR IGNORE INTO items (key, item, batch, stage, intended, status, "
                 "updated_at) VALUES (?,?,?,?,?,?,?)",
@@ -189,11 +189,6 @@ class PushStore:
                     for k, i, v in rows
                 ],
             )
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:  # a failed COMMIT may have rolled back already
-                self.conn.execute("ROLLBACK")
-            raise
 
     def _row(self, r: tuple[Any, ...]) -> StoredItem:
         key, item, batch, stage, intended, prior, status, note = r
@@ -262,23 +257,20 @@ class PushStore:
     def _commit(self, extra: list[tuple[str, str | None, str | None, str]], **kw: Any) -> None:
         todo, self._buffer = [*self._buffer, *extra], []
         now = now_iso()
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            for status, prior, note, key in todo:
-                self.conn.execute(
-                    "UPDATE items SET status=?, prior=COALESCE(?, prior), note=?, updated_at=? "
-                    "WHERE key=?",
-                    (status, prior, note, now, key),
-                )
-            if "attempt" in kw:
-                self.conn.execute(
-                    "UPDATE items SET attempts = attempts + 1 WHERE key=?", (kw["attempt"],)
-                )
-            self.conn.execute("COMMIT")
+            with transaction(self.conn):
+                for status, prior, note, key in todo:
+                    self.conn.execute(
+                        "UPDATE items SET status=?, prior=COALESCE(?, prior), note=?, "
+                        "updated_at=? WHERE key=?",
+                        (status, prior, note, now, key),
+                    )
+                if "attempt" in kw:
+                    self.conn.execute(
+                        "UPDATE items SET attempts = attempts + 1 WHERE key=?", (kw["attempt"],)
+                    )
         except BaseException:
-            if self.conn.in_transaction:  # a failed COMMIT may have rolled back already
-                self.conn.execute("ROLLBACK")
-            self._buffer = todo + self._buffer
+            self._buffer = todo + self._buffer  # kept for the next commit
             raise
 
 

@@ -13,7 +13,7 @@ from ..errors import ResourceError
 from ..inline import code, names
 from ..model import CheckResult, Outcome, Plan
 from ..resources.jsonfile import JSONFile, load_json
-from ..resources.sqlite import SQLite
+from ..resources.sqlite import SQLite, transaction
 from ..runbook import BATCH_WORST_CASE, Check, describe_callable
 from . import rowlog
 from .sql import SQLiteStep
@@ -126,22 +126,17 @@ class ImportRecords(SQLiteStep):
         ctx.rejects = []
         db = ctx.use(self.db)
         counts = {"records": len(records), "rejects": len(rejects)}
-        existing: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # The run's own decision (rowlog.decide), without its writes.
+        decided = rowlog.decide(None, self.table, self.key_cols, rows)
         if db.exists():
             with db.connect() as conn:
                 has = conn.execute(
                     "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (self.table,)
                 ).fetchone()
                 if has:
-                    existing = rowlog._fetch(
-                        conn,
-                        self.table,
-                        self.key_cols,
-                        [tuple(r[c] for c in self.key_cols) for r in rows],
-                    )
-        new = sum(1 for r in rows if tuple(r[c] for c in self.key_cols) not in existing)
-        same = sum(1 for r in rows if _same(existing.get(tuple(r[c] for c in self.key_cols)), r))
-        counts |= {"insert": new, "update": len(rows) - new - same, "unchanged": same}
+                    decided = rowlog.decide(conn, self.table, self.key_cols, rows)
+        new, same = len(decided.inserts), decided.unchanged
+        counts |= {"insert": new, "update": len(decided.updates), "unchanged": same}
         return Plan(
             summary=(
                 f"import {len(records)} record(s) from {self.source_name()} into "
@@ -168,25 +163,18 @@ class ImportRecords(SQLiteStep):
         by_key = self._records_cached(ctx)
         records = [r for key in dict.fromkeys(items) for r in by_key.get(key, ())]
         rows = self._map(ctx, records)
-        with ctx.connection(self.db) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                counts = rowlog.upsert(
-                    conn,
-                    self.table,
-                    self.key_cols,
-                    rows,
-                    run_id=ctx.run_id,
-                    step=self.name,
-                    batch=batch,
-                )
-                ctx.flush_rejects()  # before the commit: idempotent, so a crash loses none
-                SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, counts.changed)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        with ctx.connection(self.db) as conn, transaction(conn):
+            counts = rowlog.upsert(
+                conn,
+                self.table,
+                self.key_cols,
+                rows,
+                run_id=ctx.run_id,
+                step=self.name,
+                batch=batch,
+            )
+            ctx.flush_rejects()  # before the commit: idempotent, so a crash loses none
+            SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, counts.changed)
         return counts.changed
 
     def _records_cached(self, ctx: StepContext) -> dict[str, list[SourceRecord]]:
@@ -212,19 +200,10 @@ class ImportRecords(SQLiteStep):
         db = ctx.use(self.db)
         if not db.exists():
             return
-        with db.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                report = rowlog.undo(
-                    conn, ctx.run_id, self.name, force=bool(ctx.state.get("_force"))
-                )
-                if not report.conflicts:
-                    SQLite.ledger_clear(conn, ctx.run_id, self.name)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        with db.connect() as conn, transaction(conn):
+            report = rowlog.undo(conn, ctx.run_id, self.name, force=bool(ctx.state.get("_force")))
+            if not report.conflicts:
+                SQLite.ledger_clear(conn, ctx.run_id, self.name)
         if report.conflicts:
             raise RollbackConflict(
                 f"{len(report.conflicts)} row(s) in {self.table} were changed after this run "
@@ -238,11 +217,15 @@ class ImportRecords(SQLiteStep):
         ctx.rejects = []
         rows = self._map(ctx, self._records(ctx))
         ctx.rejects = []
+        merged = rowlog.merge(self.key_cols, rows)  # what the run wrote: one row per key
         with ctx.use(self.db).connect() as conn:
-            present = rowlog._fetch(
-                conn, self.table, self.key_cols, [tuple(r[c] for c in self.key_cols) for r in rows]
-            )
-        missing = [r for r in rows if not _same(present.get(tuple(r[c] for c in self.key_cols)), r)]
+            present = rowlog._fetch(conn, self.table, self.key_cols, list(merged))
+            missing = [
+                r
+                for k, r in merged.items()
+                if not _same(present.get(k), r) and not rowlog.holds(conn, self.table, r)
+            ]
+        rows = list(merged.values())
         return [
             CheckResult(
                 f"{self.name}: rows imported",

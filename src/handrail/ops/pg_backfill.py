@@ -26,7 +26,7 @@ from .backfill import (
     Compute,
     backfill_changes,
     backfill_params,
-    changed_values,
+    batch_changes,
     configure,
     deferred,
     summarize,
@@ -115,7 +115,7 @@ class PgBackfill(BackfillFields, Step):
         db = ctx.use(self.db)
         with db.connect() as conn:
             conn.read_only = True
-            cur = conn.cursor(row_factory=_dict_rows)
+            cur = conn.cursor()
             try:
                 cur.execute(
                     f"SELECT {self._select()} FROM {self._t()} {self._where()} "
@@ -124,11 +124,9 @@ class PgBackfill(BackfillFields, Step):
                 )
             except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable) as exc:
                 return deferred(self, str(exc).splitlines()[0])
+            names = [d.name for d in cur.description or ()]
             rows = cur.fetchall()
-        return summarize(self, rows)
-
-    def _changes(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        return changed_values(self, row)
+        return summarize(self, names, rows)
 
     def items(self, ctx: StepContext) -> list[Any] | None:
         with ctx.use(self.db).connect() as conn:
@@ -157,21 +155,17 @@ class PgBackfill(BackfillFields, Step):
             )
             ddl = f"CREATE TABLE IF NOT EXISTS {undo} (batch integer, pk {types[self.key]}, {cols})"
             conn.execute(ddl.encode())
-            cur = conn.cursor(row_factory=_dict_rows)
+            cur = conn.cursor()
             cur.execute(
                 f"SELECT {self._select()} FROM {self._t()} WHERE {key} = ANY(%s) "
                 f"ORDER BY {key} FOR UPDATE".encode(),
                 (list(items),),
             )
-            undo_rows, updates = [], []
-            for row in cur.fetchall():
-                new = self._changes(row)
-                if new is None:
-                    continue
-                after = [new.get(c, row[c]) for c in self.columns]
-                undo_rows.append((batch, row[self.key], *[row[c] for c in self.columns], *after))
-                updates.append((*after, row[self.key]))
+            names = [d.name for d in cur.description or ()]
+            # The dry run's decision (batch_changes), written as it decided.
+            undo_rows = batch_changes(self, batch, names, cur.fetchall())
             n = len(self.columns)
+            updates = [(*u[2 + n :], u[1]) for u in undo_rows]
             with conn.cursor() as w:
                 w.executemany(
                     f"INSERT INTO {undo} VALUES ({', '.join(['%s'] * (2 + 2 * n))})".encode(),
@@ -223,9 +217,3 @@ class PgBackfill(BackfillFields, Step):
                 hint="inspect them; `handrail rollback RUN --force` overwrites them",
                 items=[f"{self.table} {self.key}={k!r}" for k in conflicts],
             )
-
-
-def _dict_rows(cursor: Any) -> Any:
-    from psycopg.rows import dict_row
-
-    return dict_row(cursor)

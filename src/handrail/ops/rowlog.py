@@ -119,6 +119,78 @@ def _remember_sequence(conn: sqlite3.Connection, table: str, ctx: tuple[str, str
     )
 
 
+Key = tuple[Any, ...]
+
+
+@dataclass
+class Upsert:
+    """What an upsert of some rows does, decided by :func:`decide` before anything is
+    written: the rows to insert and to update, how many are unchanged, and the prior row
+    of each key it changes (None: inserted)."""
+
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: int = 0
+    before: dict[Key, dict[str, Any] | None] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> UpsertCounts:
+        return UpsertCounts(len(self.inserts), len(self.updates), self.unchanged)
+
+
+def merge(key_cols: Sequence[str], rows: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """Rows by key, those sharing a key merged in order (later values win): what applying
+    them one after the other leaves."""
+    merged: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row[c] for c in key_cols)
+        merged[key] = {**merged[key], **row} if key in merged else row
+    return merged
+
+
+def holds(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> bool:
+    """Whether ``table`` holds ``row`` as SQLite compares it: ``IS`` against a bound value
+    applies the column's affinity, as the write did (an int written to a TEXT column is
+    held as its text)."""
+    cond = " AND ".join(f"{quote_ident(c)} IS ?" for c in row)
+    found = conn.execute(
+        f"SELECT 1 FROM {quote_ident(table)} WHERE {cond} LIMIT 1", list(row.values())
+    )
+    return found.fetchone() is not None
+
+
+def decide(
+    conn: sqlite3.Connection | None,
+    table: str,
+    key_cols: Sequence[str],
+    rows: list[dict[str, Any]],
+) -> Upsert:
+    """Which of ``rows`` an upsert inserts, updates or leaves alone; writes nothing.
+
+    The one decision of an import: :func:`upsert` writes exactly what it returns and a dry
+    run counts it, so the plan cannot drift from the run. Rows with the same key are
+    merged in order first (later values win, as if applied one after the other), so each
+    key is counted once and written once. A row is unchanged when every value it carries
+    equals the table's in value and in type (1, 1.0 and True are equal in Python, not in
+    SQLite). ``conn`` None: the table does not exist yet (an earlier step creates it), so
+    every key is new.
+    """
+    merged = merge(key_cols, rows)
+    existing = _fetch(conn, table, key_cols, list(merged)) if conn is not None else {}
+    out = Upsert()
+    for key, row in merged.items():
+        old = existing.get(key)
+        if old is None:
+            out.inserts.append(row)
+        elif all(old.get(c) == v and type(old.get(c)) is type(v) for c, v in row.items()):
+            out.unchanged += 1
+            continue
+        else:
+            out.updates.append(row)
+        out.before[key] = old
+    return out
+
+
 def upsert(
     conn: sqlite3.Connection,
     table: str,
@@ -129,33 +201,29 @@ def upsert(
     step: str,
     batch: int,
 ) -> UpsertCounts:
-    """Insert or update ``rows`` by key inside the caller's transaction, logging undo."""
+    """Insert or update ``rows`` by key inside the caller's transaction, logging undo:
+    exactly what :func:`decide` says."""
     conn.execute(UNDO_DDL)
     conn.execute(UNDO_INDEX)
-    counts = UpsertCounts()
     if not rows:
-        return counts
+        return UpsertCounts()
     _remember_sequence(conn, table, (run_id, step, batch))
-    keys = [tuple(r[c] for c in key_cols) for r in rows]
-    existing = _fetch(conn, table, key_cols, keys)
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    changed: dict[tuple[Any, ...], dict[str, Any] | None] = {}  # key -> row before
-    for key, row in zip(keys, rows, strict=True):
-        old = existing.get(key)
-        if old is None:
-            if key not in changed:
-                inserts.append(row)
-                changed[key] = None
-            continue
-        if all(old.get(c) == v and type(old.get(c)) is type(v) for c, v in row.items()):
-            counts.unchanged += 1
-            continue
-        updates.append(row)
-        changed.setdefault(key, old)
-    counts.inserted, counts.updated = len(inserts), len(updates)
+    todo = decide(conn, table, key_cols, rows)
+    write(conn, table, key_cols, todo, (run_id, step, batch))
+    return todo.counts
+
+
+def write(
+    conn: sqlite3.Connection,
+    table: str,
+    key_cols: Sequence[str],
+    todo: Upsert,
+    ctx: tuple[str, str, int],
+) -> None:
+    """Write what :func:`decide` decided, and an undo record per changed key."""
+    run_id, step, batch = ctx
     qt = quote_ident(table)
-    for group in _by_columns(inserts):
+    for group in _by_columns(todo.inserts):
         cols = list(group[0])
         conn.executemany(
             f"INSERT INTO {qt} ({', '.join(quote_ident(c) for c in cols)}) "
@@ -163,14 +231,14 @@ def upsert(
             [[r[c] for c in cols] for r in group],
         )
     where = " AND ".join(f"{quote_ident(c)}=?" for c in key_cols)
-    for group in _by_columns(updates):
+    for group in _by_columns(todo.updates):
         sets = [c for c in group[0] if c not in key_cols]
         conn.executemany(
             f"UPDATE {qt} SET {', '.join(f'{quote_ident(c)}=?' for c in sets)} WHERE {where}",
             [[r[c] for c in sets] + [r[c] for c in key_cols] for r in group],
         )
     # What the run wrote, as the database stores it (defaults and affinity applied).
-    after = _fetch(conn, table, key_cols, list(changed))
+    after = _fetch(conn, table, key_cols, list(todo.before))
     conn.executemany(
         f"INSERT INTO {UNDO} (run_id, step, batch, tbl, key, before, after) VALUES (?,?,?,?,?,?,?)",
         [
@@ -183,10 +251,9 @@ def upsert(
                 row_json(before),
                 row_json(after.get(key)),
             )
-            for key, before in changed.items()
+            for key, before in todo.before.items()
         ],
     )
-    return counts
 
 
 def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -14,7 +14,7 @@ from ..context import StepContext
 from ..errors import BadInput
 from ..inline import code, names
 from ..model import BlastRadius, CheckResult, Outcome, Plan
-from ..resources.sqlite import SQLite, quote_ident
+from ..resources.sqlite import SQLite, quote_ident, transaction
 from ..runbook import Gate, Stages, Step
 from . import owned, rowlog
 
@@ -66,34 +66,20 @@ class SQLiteStep(Step):
     def apply_batch(self, ctx: StepContext, batch: int, items: list[Any]) -> int:
         db = ctx.use(self.db)
         db.path.parent.mkdir(parents=True, exist_ok=True)
-        with db.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                changed = self.change(ctx, conn)
-                ctx.flush_rejects()
-                SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, changed)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        with db.connect() as conn, transaction(conn):
+            changed = self.change(ctx, conn)
+            ctx.flush_rejects()
+            SQLite.ledger_mark(conn, ctx.run_id, self.name, batch, changed)
         return changed
 
     def rollback(self, ctx: StepContext) -> None:
         db = ctx.use(self.db)
         if not db.exists():
             return
-        with db.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self.name in _ledger_steps(conn, ctx.run_id):
-                    self.unchange(ctx, conn)
-                SQLite.ledger_clear(conn, ctx.run_id, self.name)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # a failed COMMIT may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        with db.connect() as conn, transaction(conn):
+            if self.name in _ledger_steps(conn, ctx.run_id):
+                self.unchange(ctx, conn)
+            SQLite.ledger_clear(conn, ctx.run_id, self.name)
         self.after_rollback(ctx)
 
     def rollback_blockers(self, ctx: StepContext) -> list[str]:

@@ -91,6 +91,28 @@ def connect(path: Path, *, timeout: float = 30.0) -> sqlite3.Connection:
     return conn
 
 
+@contextmanager
+def transaction(
+    conn: sqlite3.Connection, *, immediate: bool = True
+) -> Iterator[sqlite3.Connection]:
+    """One transaction on ``conn`` (a connection in autocommit mode, as :func:`connect`
+    makes): commit when the block ends, roll back when it raises, and re-raise.
+
+    ``immediate`` takes the write lock at once (``BEGIN IMMEDIATE``), so a busy database
+    fails here, before anything is read, rather than at the first write. The rollback runs
+    only while a transaction is still open: a failed COMMIT may have rolled back already,
+    and a second error would hide the first.
+    """
+    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def lock_holders(path: Path) -> list[int]:
     """Pids holding SQLite locks on ``path`` (and its -shm), as the OS reports them.
 
@@ -248,6 +270,9 @@ class SQLite(Resource):
             yield conn
         finally:
             conn.close()
+
+    #: ``with SQLite.transaction(conn): ...``: see :func:`transaction`
+    transaction = staticmethod(transaction)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query (the database is opened read-only)."""

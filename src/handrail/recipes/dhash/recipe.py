@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from ...ops.json_transform import TransformJSON
 from ...resources import JSONFile
 from ...resources._files import atomic_write_bytes
 from ...resources.jsonfile import load_json
+from ...resources.sqlite import transaction
 from ...runbook import Gate, Runbook, Step
 
 NAME = "dhash"
@@ -147,9 +149,7 @@ class HashImages(Step):
 
         self.cache.parent.mkdir(parents=True, exist_ok=True)
         run = hash_files(items, mode=self.mode, workers=self.workers, cache=self.cache)
-        conn = _store(ctx, self.name)
-        try:
-            conn.execute("BEGIN")
+        with closing(_store(ctx, self.name)) as conn, transaction(conn, immediate=False):
             conn.executemany(
                 "INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)",
                 [(r.path, r.dhash, r.width, r.height, r.seconds, 0) for r in run.results],
@@ -162,9 +162,6 @@ class HashImages(Step):
                 "INSERT OR REPLACE INTO errors VALUES (?,?,?)",
                 [(e.path, e.reason, e.detail) for e in run.errors],
             )
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
         for e in run.errors:
             ctx.reject("library.json", e.path, f"{e.reason}: {e.detail}".rstrip(": "))
         return len(run.results)

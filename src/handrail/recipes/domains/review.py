@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from ...errors import BadInput, ResourceError
+from ...resources.sqlite import transaction
 from .logic import (
     CATEGORY_OF,
     DOMAINS,
@@ -227,8 +228,7 @@ def resolve(
     stamp = at or datetime.now(UTC).isoformat(timespec="seconds")
     conn = _connect(Path(db_path))
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             doc_hash, status, fallback = _find(conn, doc_hash, db_path)
             if status != Status.TIED_MANUAL.value:
                 raise NotInQueue(
@@ -246,10 +246,6 @@ def resolve(
                 "VALUES (?, ?, ?, ?, ?)",
                 (doc_hash, domain, fallback, who, stamp),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         conn.close()
     return doc_hash
