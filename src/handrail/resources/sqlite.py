@@ -569,15 +569,9 @@ class SQLite(Resource):
             return set()
         with self.connect() as conn:
             if current_fence() is not None:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(conn):
                     sqlite_fence(conn)
-                    done = _ledger_rows(conn, run_id, step)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                return done
+                    return _ledger_rows(conn, run_id, step)
             return _ledger_rows(conn, run_id, step)
 
     @staticmethod
