@@ -1,7 +1,8 @@
-"""Moved to :mod:`handrail.tablecopy.copy`; this alias keeps the old path for one release."""
+"""Moved to handrail.tablecopy.copy: this alias keeps the old path for one release."""
 
+import importlib
 import sys
 
-from .tablecopy import copy as _m
-
-sys.modules[__name__] = _m
+# by module name, not `from .tablecopy import copy`: the package's API may hold a
+# function of the same name (handrail.tablecopy.parity is the function parity)
+sys.modules[__name__] = importlib.import_module("handrail.tablecopy.copy")

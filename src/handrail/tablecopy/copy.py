@@ -80,6 +80,18 @@ from .read_sql import (
 )
 from .sources import SQLiteSource, find_losers, open_source, reader_processes
 
+__all__ = [
+    "PLANS_TABLE",
+    "BatchResult",
+    "CopyJob",
+    "CopyResult",
+    "KeyRange",
+    "Prepared",
+    "TargetTable",
+    "copy_table",
+    "upsert_rows",
+]
+
 PLANS_TABLE = f"{HANDRAIL_SCHEMA}.copy_plans"
 _BISECT_ERRORS = (
     psycopg.errors.DataError,

@@ -49,6 +49,48 @@ from typing import Any
 from ..errors import BadInput
 from ..model import Reject
 
+__all__ = [
+    "KINDS",
+    "MAX_JSON_DEPTH",
+    "BoundColumn",
+    "Column",
+    "ConversionError",
+    "Convert",
+    "Converted",
+    "CopySpec",
+    "JsonText",
+    "MappingError",
+    "RowMapper",
+    "TableMap",
+    "as_is",
+    "boolean",
+    "brackets",
+    "bytea",
+    "canonical",
+    "date_",
+    "float_text",
+    "for_kind",
+    "integer",
+    "json_depth",
+    "jsonb",
+    "jsonb_text",
+    "key_text",
+    "kind_of_pg_type",
+    "kind_of_sqlite_type",
+    "numeric",
+    "real",
+    "text",
+    "timestamp_text",
+    "timestamptz",
+    "to_bool",
+    "to_float",
+    "to_int",
+    "to_json",
+    "to_text",
+    "to_timestamp",
+    "uuid_",
+]
+
 #: kinds of values a mapped column holds, each with one canonical text
 KINDS = (
     "text",
@@ -135,7 +177,7 @@ class Convert:
         return self.fn(value)
 
 
-def _to_text(v: Any) -> str | None:
+def to_text(v: Any) -> str | None:
     if v is None:
         return None
     if isinstance(v, str):
@@ -154,7 +196,7 @@ def _to_text(v: Any) -> str | None:
     return s
 
 
-def _to_int(v: Any) -> int | None:
+def to_int(v: Any) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool):
@@ -187,7 +229,7 @@ def _to_int(v: Any) -> int | None:
     raise ConversionError(f"{type(v).__name__} value {v!r} is not an integer")
 
 
-def _to_float(v: Any) -> float | None:
+def to_float(v: Any) -> float | None:
     if v is None:
         return None
     if isinstance(v, bool):
@@ -219,7 +261,7 @@ def _to_numeric(v: Any) -> Decimal | None:
     return d
 
 
-def _to_bool(v: Any) -> bool | None:
+def to_bool(v: Any) -> bool | None:
     if v is None:
         return None
     if isinstance(v, bool):
@@ -247,7 +289,7 @@ def _epoch(x: float) -> datetime:
         raise ConversionError(f"epoch {x!r} is out of range") from None
 
 
-def _to_timestamp(v: Any) -> datetime | None:
+def to_timestamp(v: Any) -> datetime | None:
     if v is None:
         return None
     if isinstance(v, datetime):
@@ -309,13 +351,13 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
 
 
-def _to_json(v: Any) -> JsonText | None:
+def to_json(v: Any) -> JsonText | None:
     if v is None:
         return None
     if isinstance(v, JsonText):
         return v
     if isinstance(v, bytes):
-        v = _to_text(v)
+        v = to_text(v)
     if isinstance(v, str):
         s = v.strip()
         if s == "":
@@ -368,17 +410,17 @@ def _as_is(v: Any) -> Any:
 
 def text() -> Convert:
     """Any scalar to text (bytes must be UTF-8)."""
-    return Convert("text", "text", _to_text)
+    return Convert("text", "text", to_text)
 
 
 def integer() -> Convert:
     """Whole numbers, from ints, integral floats and numeric text."""
-    return Convert("integer", "int", _to_int)
+    return Convert("integer", "int", to_int)
 
 
 def real() -> Convert:
     """Floating point (double precision)."""
-    return Convert("real", "float", _to_float)
+    return Convert("real", "float", to_float)
 
 
 def numeric() -> Convert:
@@ -388,12 +430,12 @@ def numeric() -> Convert:
 
 def boolean() -> Convert:
     """0/1 integers (and t/f, true/false, yes/no, on/off text) to booleans."""
-    return Convert("boolean", "bool", _to_bool)
+    return Convert("boolean", "bool", to_bool)
 
 
 def timestamptz() -> Convert:
     """ISO 8601 text (with or without zone, 'T' or space), epoch numbers -> UTC datetime."""
-    return Convert("timestamptz", "timestamp", _to_timestamp)
+    return Convert("timestamptz", "timestamp", to_timestamp)
 
 
 def date_() -> Convert:
@@ -403,7 +445,7 @@ def date_() -> Convert:
 
 def jsonb() -> Convert:
     """JSON held in text to a JSON document; non-JSON text becomes ``{"raw_text": ...}``."""
-    return Convert("jsonb", "json", _to_json)
+    return Convert("jsonb", "json", to_json)
 
 
 def bytea() -> Convert:
@@ -423,7 +465,7 @@ _BY_KIND: dict[str, Callable[[], Convert]] = {
     "text": text,
     "int": integer,
     "float": real,
-    "float4": lambda: Convert("real4", "float4", _to_float),
+    "float4": lambda: Convert("real4", "float4", to_float),
     "numeric": numeric,
     "bool": boolean,
     "timestamp": timestamptz,

@@ -77,6 +77,21 @@ if TYPE_CHECKING:  # psycopg loads only when a side is PostgreSQL
 
     from ..resources.postgres import Postgres
 
+__all__ = [
+    "BARE_KINDS",
+    "NULL_TOKEN",
+    "PROCESS_MIN_ROWS",
+    "Difference",
+    "Digests",
+    "Key",
+    "ParityReport",
+    "Range",
+    "ReconcileResult",
+    "parity",
+    "reconcile",
+    "token",
+]
+
 NULL_TOKEN = "~"
 
 #: kinds whose canonical texts hold neither ``,`` nor ``~`` (digits, signs, ``.``, ``:``,

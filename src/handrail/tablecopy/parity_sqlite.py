@@ -28,6 +28,8 @@ import sqlite3
 
 from ..resources.names import quote_ident
 
+__all__ = ["float_probe_ok", "token_sql"]
+
 _D = "[0-9]"
 _ISO_SECONDS = f"{_D * 4}-{_D * 2}-{_D * 2}[ T]{_D * 2}:{_D * 2}:{_D * 2}"
 _OFFSET = f"[+-]{_D * 2}:{_D * 2}"

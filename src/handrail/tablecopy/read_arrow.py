@@ -48,14 +48,27 @@ from ..resources.names import quote_ident
 from .mapping import (
     MAX_JSON_DEPTH,
     RowMapper,
-    _to_bool,
-    _to_float,
-    _to_int,
-    _to_json,
-    _to_text,
-    _to_timestamp,
+    to_bool,
+    to_float,
+    to_int,
+    to_json,
+    to_text,
+    to_timestamp,
 )
 from .read_sql import Capabilities, LineBatch
+
+__all__ = [
+    "Arrays",
+    "ArrowColumn",
+    "ArrowPlan",
+    "arrow_plan",
+    "available",
+    "build_lines",
+    "connect",
+    "fetch_arrow",
+    "read_arrow",
+    "strict_json",
+]
 
 # the ISO 8601 shapes of pgcopy_sql._timestamp: hours below 24, minutes and seconds below
 # 60, optional microseconds, then nothing (UTC), Z, or an offset below 15 hours
@@ -168,17 +181,17 @@ class ArrowPlan:
 
 def _conversion(fn: object, target_type: str, caps: Capabilities) -> str | None:
     """The name of a conversion this reader handles, or None."""
-    if fn is _to_text:
+    if fn is to_text:
         return "text"
-    if fn is _to_int:
+    if fn is to_int:
         return "int"
-    if fn is _to_bool and target_type == "boolean":
+    if fn is to_bool and target_type == "boolean":
         return "bool"  # Arrow writes true/false, Python t/f: equal only as booleans
-    if fn is _to_float and target_type == "double precision":
+    if fn is to_float and target_type == "double precision":
         return "float"
-    if fn is _to_timestamp and target_type == "timestamp with time zone":
+    if fn is to_timestamp and target_type == "timestamp with time zone":
         return "timestamptz"
-    if fn is _to_json and target_type == "jsonb" and caps.strict_json:
+    if fn is to_json and target_type == "jsonb" and caps.strict_json:
         return "json"
     return None
 

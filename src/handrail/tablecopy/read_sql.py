@@ -47,13 +47,29 @@ if TYPE_CHECKING:  # the SQLite readers run without psycopg (parity of two SQLit
 from .mapping import (
     MAX_JSON_DEPTH,
     RowMapper,
-    _to_bool,
-    _to_float,
-    _to_int,
-    _to_json,
-    _to_text,
-    _to_timestamp,
+    to_bool,
+    to_float,
+    to_int,
+    to_json,
+    to_text,
+    to_timestamp,
 )
+
+__all__ = [
+    "Branches",
+    "Capabilities",
+    "LineBatch",
+    "SqlRows",
+    "column_expression",
+    "fetch_lines",
+    "line_expression",
+    "lines_sql",
+    "needs_python",
+    "read_lines",
+    "read_rows",
+    "reader_init",
+    "split_rows",
+]
 
 _D = "[0-9]"
 _DATE_TIME = f"{_D * 4}-{_D * 2}-{_D * 2}[ T]{_D * 2}:{_D * 2}:{_D * 2}"
@@ -165,21 +181,21 @@ def column_expression(
     """SQL giving the CSV field of source column expression ``x`` converted by ``fn``:
     ``''`` for NULL, the field's text where SQL is exact, NULL where it is not."""
     branches: Branches = {}
-    if fn is _to_text:
+    if fn is to_text:
         branches = _text(x, key)
-    elif fn is _to_int:
+    elif fn is to_int:
         branches = {"integer": f"CAST({x} AS TEXT)"}
     elif key:
         pass  # other conversions may change a key's value: Python converts it
-    elif fn is _to_bool:
+    elif fn is to_bool:
         branches = {"integer": f"CASE {x} WHEN 1 THEN 't' WHEN 0 THEN 'f' END"}
-    elif fn is _to_float and target_type == "double precision":
+    elif fn is to_float and target_type == "double precision":
         branches = {"integer": f"CAST({x} AS TEXT)"}
         if caps.hex_floats:
             branches["real"] = _hex_float(x)
-    elif fn is _to_timestamp and target_type == "timestamp with time zone":
+    elif fn is to_timestamp and target_type == "timestamp with time zone":
         branches = _timestamp(x)
-    elif fn is _to_json and target_type == "jsonb" and caps.strict_json:
+    elif fn is to_json and target_type == "jsonb" and caps.strict_json:
         branches = _json(x)
     cases = " ".join(f"WHEN '{cls}' THEN {sql}" for cls, sql in branches.items())
     return f"(CASE typeof({x}) WHEN 'null' THEN '' {cases} END)"

@@ -323,7 +323,6 @@ def open_source(db: SQLite | Postgres, table: str, key: Sequence[str] | None = N
     raise BadInput(f"cannot copy from a {db.kind} resource; SQLite or PostgreSQL only")
 
 
-
 def find_losers(
     src: Source, mapping: TableMap, mapper: RowMapper
 ) -> tuple[dict[tuple[Any, ...], str], list[Reject]]:
@@ -372,7 +371,6 @@ def find_losers(
     return losers, reports
 
 
-
 def reader_processes(n: int) -> ProcessPoolExecutor:
     """``n`` forked reader processes, started now. They ignore Ctrl-C (the parent stops
     them) and die with the parent."""
@@ -385,5 +383,3 @@ def reader_processes(n: int) -> ProcessPoolExecutor:
     for fut in [pool.submit(os.getpid) for _ in range(n)]:
         fut.result()
     return pool
-
-

@@ -26,6 +26,8 @@ from .copy import CopyJob, KeyRange, Prepared, TargetTable
 from .mapping import CopySpec, TableMap
 from .parity import parity
 
+__all__ = ["CopyTable", "Parity"]
+
 
 def _target_table(mapping: TableMap) -> str:
     schema, _, name = mapping.target.rpartition(".")
