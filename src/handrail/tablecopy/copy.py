@@ -553,6 +553,21 @@ class CopyJob:
     # -- one batch --------------------------------------------------------------------
     def prepare(self, rng: KeyRange) -> Prepared:
         """Read and convert one range."""
+        return self._read_and_convert(rng)
+
+    def count_rejects(self) -> tuple[int, int]:
+        """What a dry run reports, writing nothing: (rows the conversions reject, rows
+        superseded by another with the same natural key) over every range.
+
+        Each range is read and converted by the code a batch uses, so the dry run rejects
+        what the copy will. Rows PostgreSQL itself refuses on write (a CHECK constraint, a
+        value out of a column's range) show only when written.
+        """
+        rejects = sum(len(self._read_and_convert(rng).rejects) for rng in self.plan_batches())
+        self.conn.rollback()  # hold no snapshot of the target between the plan and a batch
+        return rejects, len(self.losers())
+
+    def _read_and_convert(self, rng: KeyRange) -> Prepared:
         if self._sql_select is not None:
             if isinstance(self.src, SQLiteSource):
                 self.losers()

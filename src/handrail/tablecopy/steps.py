@@ -61,8 +61,10 @@ class CopyTable(Step):
         kw.setdefault("writes", (target,))
         kw["batch_size"] = 1  # one key range per engine batch
         super().__init__(name, **kw)
+        # (run and bindings, job, its ranges once applying, ranges read ahead)
         self._cached: (
-            tuple[tuple[str, int, int], CopyJob, list[KeyRange], dict[int, Future[Prepared]]] | None
+            tuple[tuple[str, int, int], CopyJob, list[KeyRange] | None, dict[int, Future[Prepared]]]
+            | None
         ) = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"handrail-{name}-reader")
@@ -111,18 +113,38 @@ class CopyTable(Step):
             else src.query(f"SELECT count(*) FROM {table}")[0][0]
         )
         before = self._count(ctx)
+        counts = {"source_rows": int(n), "target_rows": before or 0}
+        rejected = ""
         if before is not None:
             # the table exists (an earlier step may create it): what the copy would refuse
-            # (no unique index on the key, rules), the dry run refuses now
-            with ctx.use(self.target).connect() as conn:
-                TargetTable.load(conn, m.target, m.key)
+            # (no unique index on the key, rules), the dry run refuses now, and it counts
+            # the rows the conversions reject with the copy's own reading and converting
+            counts["rejects"], counts["duplicates"] = self._dry_run(ctx)
+            rejected = (
+                f"; {counts['rejects']} row(s) would be rejected by their conversions, "
+                f"{counts['duplicates']} superseded by a duplicate natural key"
+            )
         return Plan(
             summary=f"copy {n} row(s) of {m.source} into {m.target} by {', '.join(m.key)} "
             f"(on conflict: {self.spec.on_conflict}); target now "
-            f"{'not created yet' if before is None else f'{before} row(s)'}",
+            f"{'not created yet' if before is None else f'{before} row(s)'}{rejected}",
             items=int(n),
-            counts={"source_rows": int(n), "target_rows": before or 0},
+            counts=counts,
         )
+
+    def _dry_run(self, ctx: StepContext) -> tuple[int, int]:
+        """(rejects, duplicates) from the job the run then applies with: its answer on
+        duplicate natural keys (one GROUP BY over the source) serves both. A dry run
+        alone (``handrail plan``) closes the job at once."""
+        job = self._shared_job(ctx)
+        try:
+            return job.count_rejects()
+        except BaseException:
+            self._close_job()
+            raise
+        finally:
+            if ctx.dry_run:
+                self._close_job()
 
     def _sequences(self, ctx: StepContext) -> list[list[Any]]:
         """(sequence, last_value, is_called) of the sequences the target table owns."""
@@ -170,20 +192,31 @@ class CopyTable(Step):
             ctx.reject(r.source, r.key, r.reason)
         return result.changed
 
-    def _open_job(
-        self, ctx: StepContext
-    ) -> tuple[CopyJob, list[KeyRange], dict[int, Future[Prepared]]]:
-        """One job for all of a run's ranges: its connections, its duplicate-key answer
-        (a GROUP BY over the source), the stored ranges and the range read ahead are kept
-        between batches, and closed after the last range or on an error."""
+    def _shared_job(self, ctx: StepContext) -> CopyJob:
+        """The job of this run's bindings, opened on first use and kept between the plan
+        and the batches (its connections, its duplicate-key answer, the range read
+        ahead), closed after the last range or on an error."""
         key = (ctx.run_id, id(ctx.use(self.source)), id(ctx.use(self.target)))
         if self._cached is None or self._cached[0] != key:
             self._close_job()
             job = self._job(ctx)
-            job.start_losers()
-            self._cached = (key, job, job.plan_batches(ctx.run_id, self.name), {})
+            self._cached = (key, job, None, {})
             self._finalizer = weakref.finalize(self, job.close)
-        return self._cached[1], self._cached[2], self._cached[3]
+        return self._cached[1]
+
+    def _open_job(
+        self, ctx: StepContext
+    ) -> tuple[CopyJob, list[KeyRange], dict[int, Future[Prepared]]]:
+        """The shared job with its ranges (stored in the target on first use, so a resumed
+        copy replays them) and the ranges read ahead."""
+        job = self._shared_job(ctx)
+        assert self._cached is not None
+        key, _, ranges, ahead = self._cached
+        if ranges is None:
+            job.start_losers()
+            ranges = job.plan_batches(ctx.run_id, self.name)
+            self._cached = (key, job, ranges, ahead)
+        return job, ranges, ahead
 
     def _close_job(self) -> None:
         if self._finalizer is not None:
