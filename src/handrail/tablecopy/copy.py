@@ -1,9 +1,9 @@
 """Copy a table from SQLite or PostgreSQL into PostgreSQL: batched, upserting, exactly once.
 
 The source is read in key order by key range (keyset pagination, never OFFSET). Each
-range is one batch: its rows are converted by a :class:`~handrail.sqlmap.TableMap` (bad
+range is one batch: its rows are converted by a :class:`~.mapping.TableMap` (bad
 values become rejects, so they never reach the database). A SQLite source is read whole
-by Arrow (:mod:`handrail.pgcopy_arrow`) or by SQL (:mod:`handrail.pgcopy_sql`), which
+by Arrow (:mod:`.read_arrow`) or by SQL (:mod:`.read_sql`), which
 convert the values they can prove equal to the Python conversion and leave the other
 rows to it. While no key of a batch exists in the target, the batch is COPYed straight
 into it (binary COPY from Arrow); otherwise it is sent with ``COPY`` into a temporary
@@ -252,7 +252,7 @@ def _fast_ts(v: Any, conv: Callable[[Any], Any]) -> str:
             return _csv_field(conv(v))
         if d.year in (1, 9999):  # an offset may move it out of range: the authority's
             return _csv_field(conv(v))
-        # naive is UTC (as sqlmap.timestamptz); PostgreSQL applies an explicit offset itself
+        # naive is UTC (as mapping.timestamptz); PostgreSQL applies an explicit offset itself
         return d.isoformat() + ("+00:00" if d.tzinfo is None else "")
     return _csv_field(conv(v))
 
@@ -336,7 +336,7 @@ class Prepared:
     raw: bytes | None = None
     rows: int = 0
     rng: KeyRange | None = None
-    # raw is a binary COPY stream (pgcopy_arrow), for a COPY straight into the target;
+    # raw is a binary COPY stream (read_arrow), for a COPY straight into the target;
     # lines then hold the rows Python converted, as CSV, for a second COPY
     binary: bool = False
 
@@ -412,7 +412,7 @@ class CopyJob:
             self._key_source_index.append(b.source_index if b.source_index is not None else -1)
             self._key_types.append({"text": str, "integer": int}.get(b.convert.name))
         self._sql_select: list[str] | None = None
-        # lines read whole by Arrow (pgcopy_arrow) where it can, else built by SQLite
+        # lines read whole by Arrow (read_arrow) where it can, else built by SQLite
         self._arrow: ArrowPlan | None = None
         self._adbc: Any = None
         # the read-ahead thread and a batch read again as CSV share one ADBC connection
@@ -440,7 +440,7 @@ class CopyJob:
         where the mapping is not the Arrow reader's, or ADBC cannot open the source."""
         assert isinstance(self.src, SQLiteSource)
         try:
-            self._adbc = arrow_connect(self.src._uri)
+            self._adbc = arrow_connect(self.src.uri)
             # json_valid runs in ADBC's own SQLite: its strictness is probed there
             caps = replace(caps, strict_json=arrow_strict_json(self._adbc))
         except Exception:
@@ -587,7 +587,7 @@ class CopyJob:
         if self._arrow is not None:
             with self._adbc_lock:
                 if self._adbc is None:
-                    self._adbc = arrow_connect(self.src._uri)  # type: ignore[attr-defined]
+                    self._adbc = arrow_connect(self.src.uri)  # type: ignore[attr-defined]
                 got = fetch_arrow(self._adbc, *args[1:])
         else:
             got = fetch_lines(self.src.conn, *args[1:])  # type: ignore[attr-defined]
@@ -600,20 +600,20 @@ class CopyJob:
         return self._read_whole(prep.rng, binary=False) or self._prepare_sql(prep.rng)
 
     def sql_query(self, rng: KeyRange) -> tuple[str, str, list[Any], int, int] | None:
-        """The arguments of :func:`handrail.pgcopy_sql.read_rows` reading a range's lines
+        """The arguments of :func:`handrail.tablecopy.read_sql.read_rows` reading a range's lines
         in a reader process; None without SQL lines."""
         if self._sql_select is None or not isinstance(self.src, SQLiteSource):
             return None
-        query, params = self.src._range_sql(
+        query, params = self.src.range_sql(
             self._sql_select, rng.lo, rng.hi, self.mapping.where, "?", exprs=True
         )
-        return self.src._uri, query, params, len(self.mapping.key), len(self.src.key)
+        return self.src.uri, query, params, len(self.mapping.key), len(self.src.key)
 
     def lines_query(
         self, rng: KeyRange, binary: bool | None = None
     ) -> tuple[tuple[Callable[..., LineBatch | None], tuple[Any, ...]], int] | None:
-        """The reader function (:func:`handrail.pgcopy_arrow.read_arrow`, else
-        :func:`handrail.pgcopy_sql.read_lines`; module-level, so a reader process can run
+        """The reader function (:func:`handrail.tablecopy.read_arrow.read_arrow`, else
+        :func:`handrail.tablecopy.read_sql.read_lines`; module-level, so a reader process can run
         it) and its arguments reading a range as one joined text, and how many
         duplicate-key losers it leaves out; None unless the batch can be read whole:
         lines from SQL, the losers known (without waiting) and their source keys integers
@@ -632,11 +632,11 @@ class CopyJob:
             rest, params = self.src.range_from(rng.lo, rng.hi, self.mapping.where, excluded)
             # binary COPY while batches go straight into the target; a merge stages CSV
             plan = self._arrow.as_binary(self.direct if binary is None else binary)
-            return (read_arrow, (self.src._uri, plan, rest, params)), len(excluded)
+            return (read_arrow, (self.src.uri, plan, rest, params)), len(excluded)
         query, params = self.src.lines_query(
             self._sql_select[0], rng.lo, rng.hi, self.mapping.where, excluded
         )
-        return (read_lines, (self.src._uri, query, params)), len(excluded)
+        return (read_lines, (self.src.uri, query, params)), len(excluded)
 
     def from_lines(self, got: LineBatch, rng: KeyRange, excluded: int) -> Prepared:
         """A batch from what :meth:`lines_query` read: the rows SQLite left (no line) are
@@ -684,7 +684,7 @@ class CopyJob:
 
     def from_sql_rows(self, cols: SqlRows, rng: KeyRange) -> Prepared:
         """A batch from what :meth:`sql_query` read (as :func:`split_rows` gives it):
-        lines built by SQLite (:mod:`handrail.pgcopy_sql`); the rows it left (no line, or
+        lines built by SQLite (:mod:`handrail.tablecopy.read_sql`); the rows it left (no line, or
         a NUL) are read again by source key and converted in Python."""
         lines, keys, skeys = cols
         read = len(lines)

@@ -2,7 +2,7 @@
 
 :func:`parity` compares the mapped columns of a source table (SQLite or PostgreSQL) with
 a target table (SQLite or PostgreSQL) by natural key, *after* the mapping's conversions:
-each value becomes one canonical text (:func:`handrail.sqlmap.canonical`), so a TEXT
+each value becomes one canonical text (:func:`handrail.tablecopy.mapping.canonical`), so a TEXT
 timestamp copied into TIMESTAMPTZ, or JSON text copied into JSONB, is not a false
 difference.
 
@@ -16,7 +16,7 @@ sides at once (the target's in a thread; each side has its own connection):
   without one, a single pass finds each row's segment with ``width_bucket``. Each
   canonical text is computed once per row (an ``OFFSET 0`` subquery), JIT is off;
 - SQLite builds each row's text in SQL (C) for the common shapes of values
-  (:mod:`handrail.parity_sqlite`: text, integers, booleans, floats to 15 digits away from
+  (:mod:`handrail.tablecopy.parity_sqlite`: text, integers, booleans, floats to 15 digits away from
   rounding ties, ISO 8601 and epoch timestamps), calling Python only for the others
   (JSON, memoised per document; odd timestamps; near-tie floats); Python hashes the
   texts per segment. A source of :data:`PROCESS_MIN_ROWS` rows or more is hashed by
@@ -551,187 +551,217 @@ def _stream_side(
     db: SQLite | Postgres, spec: TableMap, mapper: RowMapper, *, readers: int = 1
 ) -> _Side:
     """A side converted by ``mapper`` and streamed in natural-key order (losers of
-    duplicate natural keys left out, as a copy leaves them out).
+    duplicate natural keys left out, as a copy leaves them out): see :class:`_SourceStream`."""
+    s = _SourceStream(db, spec, mapper, readers)
+    return _StreamSide(mapper.targets, s.nn, s.stream, s.close, s.parallel)
 
-    A SQLite side with its row texts in SQL and at least :data:`PROCESS_MIN_ROWS` rows
-    is hashed by ``readers`` forked processes, each taking a run of segments: Python's
-    sqlite3 takes the GIL back for every row, so threads would not use another core.
-    They fork here, before any thread of this call starts (spawn would re-run the
+
+class _SourceStream:
+    """A source table read through the copy's source reader, in natural-key order.
+
+    A SQLite side without computed columns builds its row texts in SQL (the token
+    functions of :mod:`.parity_sqlite`, Python functions where a conversion is not the
+    default); otherwise rows are converted by ``mapper`` in Python, as the copy converts
+    them. A SQLite side with its row texts in SQL and at least :data:`PROCESS_MIN_ROWS`
+    rows is hashed by ``readers`` forked processes, each taking a run of segments:
+    Python's sqlite3 takes the GIL back for every row, so threads would not use another
+    core. They fork here, before any thread of this side starts (spawn would re-run the
     caller's main module). Duplicate natural keys of a SQLite side are looked for in a
     thread meanwhile (the query runs in SQLite, without the GIL).
     """
-    src = open_source(db, spec.source, spec.source_key)
-    closers: list[Callable[[], None]] = []
 
-    def close() -> None:
-        for f in reversed(closers):
+    def __init__(self, db: SQLite | Postgres, spec: TableMap, mapper: RowMapper, readers: int):
+        self.spec, self.mapper, self.readers = spec, mapper, readers
+        self.src: Any = open_source(db, spec.source, spec.source_key)
+        self._closers: list[Callable[[], None]] = [self.src.close]
+        try:
+            self._key_order(isinstance(db, SQLite))
+            self.tokens = self._sql_tokens()
+            self._registered: set[int] = set()
+            self.pool, self.job = self._start_readers()
+            self._start_losers()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for f in reversed(self._closers):
             with suppress(Exception):
                 f()
 
-    closers.append(src.close)
-    try:
-        return _build_stream_side(db, src, spec, mapper, readers, closers, close)
-    except BaseException:
-        close()
-        raise
+    # -- setting up ----------------------------------------------------------------------
+    def _key_order(self, is_sqlite: bool) -> None:
+        """The natural key's columns, their ORDER BY and the keys selected with a row."""
+        src, mapper = self.src, self.mapper
+        natural = [mapper.select[_source_index(mapper, k)] for k in self.spec.key]
+        self.nn, self.nsk = len(natural), len(src.key)
+        self.is_sqlite = is_sqlite
+        self.ph = "?" if is_sqlite else "%s"
+        if is_sqlite:
+            self.korder = ", ".join(quote_ident(k) for k in natural)
+        else:
+            types: dict[str, str] = getattr(src, "types", {})
+            # Qualified: when the natural key is also the source key, a column is selected
+            # twice and a bare name in ORDER BY would be ambiguous.
+            self.korder = ", ".join(
+                f"{src.rel}.{_keyexpr(k, types.get(k, 'text'))}" for k in natural
+            )
+        self.keys_sel = ", ".join(quote_ident(k) for k in [*natural, *src.key])
+        self.raw_sel = ", ".join(src.select_expr(c) for c in mapper.select)
+        self.kinds = [b.kind for b in mapper.columns]
+        self.py_tokens = [_py_token(b) for b in mapper.columns]
 
+    def _sql_tokens(self) -> list[str] | None:
+        """The SQL expression of each value's token, or None: rows converted in Python."""
+        if not self.is_sqlite or self.mapper.has_compute:
+            return None
+        float_ok = float_probe_ok(self.src.conn)
+        tokens = []
+        for i, b in enumerate(self.mapper.columns):
+            col = self.mapper.select[b.source_index or 0]
+            py = f"hr_tok_{i}({quote_ident(col)})"
+            tokens.append(token_sql(col, b.kind, py, float_ok=float_ok) if _is_default(b) else py)
+        return tokens
 
-def _build_stream_side(
-    db: SQLite | Postgres,
-    src: Any,
-    spec: TableMap,
-    mapper: RowMapper,
-    readers: int,
-    closers: list[Callable[[], None]],
-    close: Callable[[], None],
-) -> _Side:
-    natural = [mapper.select[_source_index(mapper, k)] for k in spec.key]
-    nn, nsk = len(natural), len(src.key)
-    is_sqlite = isinstance(db, SQLite)
-    ph = "?" if is_sqlite else "%s"
-    if is_sqlite:
-        korder = ", ".join(quote_ident(k) for k in natural)
-    else:
-        types: dict[str, str] = getattr(src, "_types", {})
-        # Qualified: when the natural key is also the source key, a column is selected
-        # twice and a bare name in ORDER BY would be ambiguous.
-        korder = ", ".join(f"{src.rel}.{_keyexpr(k, types.get(k, 'text'))}" for k in natural)
-    keys_sel = ", ".join(quote_ident(k) for k in [*natural, *src.key])
-    conn: Any = getattr(src, "conn", None)
+    def _start_readers(self) -> tuple[ProcessPoolExecutor | None, int]:
+        """The reader processes and their job number, for a large enough SQLite side."""
+        if self.tokens is None or self.readers <= 1:
+            return None, 0
+        (count,) = self.src.conn.execute(f"SELECT count(*) FROM {self.src.rel}").fetchone()
+        if count < PROCESS_MIN_ROWS:
+            return None, 0
+        job = next(_JOBS)
+        _READER_TOKENS[job] = self.py_tokens
+        try:
+            pool = reader_processes(self.readers)
+        finally:
+            del _READER_TOKENS[job]
+        self._closers.append(lambda: pool.shutdown(cancel_futures=True))
+        return pool, job
 
-    tokens: list[str] | None = None
-    py_tokens = [_py_token(b) for b in mapper.columns]
-    registered: set[int] = set()
+    def _start_losers(self) -> None:
+        self._found: Future[tuple[dict[Key, str], list[Reject]]] | None = None
+        self._loser_keys: set[Key] | None = None
+        if self.is_sqlite:
+            finder = ThreadPoolExecutor(1, thread_name_prefix="parity-losers")
+            found = finder.submit(find_losers, self.src, self.spec, self.mapper)
+            finder.shutdown(wait=False)
+            self._found = found
+            self._closers.append(lambda: wait([found]) and None)  # before the source closes
+        else:
+            self._loser_keys = set(find_losers(self.src, self.spec, self.mapper)[0])
 
-    def connect() -> Any:
+    def losers(self) -> set[Key]:
+        if self._loser_keys is None:
+            assert self._found is not None
+            self._loser_keys = set(self._found.result()[0])
+        return self._loser_keys
+
+    # -- reading -------------------------------------------------------------------------
+    def connect(self) -> Any:
         """This thread's connection (a SQLite source has one per thread), with the token
         functions registered."""
-        c: Any = getattr(src, "conn", None)
-        if tokens is not None and id(c) not in registered:
-            for i, f in enumerate(py_tokens):
+        c: Any = getattr(self.src, "conn", None)
+        if self.tokens is not None and id(c) not in self._registered:
+            for i, f in enumerate(self.py_tokens):
                 c.create_function(f"hr_tok_{i}", 1, f, deterministic=True)
-            registered.add(id(c))
+            self._registered.add(id(c))
         return c
 
-    if is_sqlite and not mapper.has_compute:
-        float_ok = float_probe_ok(conn)
-        tokens = []
-        for i, b in enumerate(mapper.columns):
-            fn = f"hr_tok_{i}"
-            col = mapper.select[b.source_index or 0]
-            py = f"{fn}({quote_ident(col)})"
-            tokens.append(token_sql(col, b.kind, py, float_ok=float_ok) if _is_default(b) else py)
-    raw_sel = ", ".join(src.select_expr(c) for c in mapper.select)
-    kinds = [b.kind for b in mapper.columns]
-
-    pool: ProcessPoolExecutor | None = None
-    job = 0
-    if tokens is not None and readers > 1:
-        (count,) = conn.execute(f"SELECT count(*) FROM {src.rel}").fetchone()
-        if count >= PROCESS_MIN_ROWS:
-            job = next(_JOBS)
-            _READER_TOKENS[job] = py_tokens
-            try:
-                pool = reader_processes(readers)
-            finally:
-                del _READER_TOKENS[job]
-            closers.append(lambda: pool.shutdown(cancel_futures=True))
-
-    found: Future[tuple[dict[Key, str], list[Reject]]] | None = None
-    loser_keys: set[Key] | None = None
-    if is_sqlite:
-        finder = ThreadPoolExecutor(1, thread_name_prefix="parity-losers")
-        found = finder.submit(find_losers, src, spec, mapper)
-        finder.shutdown(wait=False)
-        closers.append(lambda: wait([found]) and None)  # before the source closes
-    else:
-        loser_keys = set(find_losers(src, spec, mapper)[0])
-
-    def losers() -> set[Key]:
-        nonlocal loser_keys
-        if loser_keys is None:
-            assert found is not None
-            loser_keys = set(found.result()[0])
-        return loser_keys
-
-    def where(rng: Range) -> tuple[str, list[Any]]:
+    def where(self, rng: Range) -> tuple[str, list[Any]]:
         parts, params = [], []
+        marks = ", ".join([self.ph] * self.nn)
         if rng[0] is not None:
-            parts.append(f"({korder}) >= ({', '.join([ph] * nn)})")
+            parts.append(f"({self.korder}) >= ({marks})")
             params += list(rng[0])
         if rng[1] is not None:
-            parts.append(f"({korder}) < ({', '.join([ph] * nn)})")
+            parts.append(f"({self.korder}) < ({marks})")
             params += list(rng[1])
-        if spec.where:
-            parts.append(f"({spec.where if is_sqlite else pg_literal_percent(spec.where)})")
+        if self.spec.where:
+            w = self.spec.where
+            parts.append(f"({w if self.is_sqlite else pg_literal_percent(w)})")
         return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
-    def text_query(rng: Range) -> tuple[str, list[Any]]:
-        """(natural key..., source key..., row text) of the SQL row texts, in key order."""
-        assert tokens is not None
-        cond, params = where(rng)
-        sel = " || ".join(tokens)
-        return f"SELECT {keys_sel}, {sel} FROM {src.rel}{cond} ORDER BY {korder}", params
+    def _query(self, sel: str, rng: Range) -> tuple[str, list[Any]]:
+        cond, params = self.where(rng)
+        return f"SELECT {sel} FROM {self.src.rel}{cond} ORDER BY {self.korder}", params
 
-    def stream(rng: Range, as_text: bool | None) -> Iterator[Sequence[Any]]:
-        cond, params = where(rng)
-        if as_text is None:  # keys only, losers included
-            query = f"SELECT {keys_sel} FROM {src.rel}{cond} ORDER BY {korder}"
-            cur = connect().execute(query if is_sqlite else query.encode(), params)
+    def _execute(self, query: str, params: list[Any]) -> Any:
+        return self.connect().execute(query if self.is_sqlite else query.encode(), params)
+
+    def text_query(self, rng: Range) -> tuple[str, list[Any]]:
+        """(natural key..., source key..., row text) of the SQL row texts, in key order."""
+        assert self.tokens is not None
+        return self._query(f"{self.keys_sel}, {' || '.join(self.tokens)}", rng)
+
+    def stream(self, rng: Range, as_text: bool | None) -> Iterator[Sequence[Any]]:
+        """Rows of ``rng``: (key..., row text) with ``as_text``, (key..., canonical
+        values...) without, or with None the keys alone (natural, then source key),
+        losers included."""
+        if as_text is None:
+            cur = self._execute(*self._query(self.keys_sel, rng))
             while batch := cur.fetchmany(10000):
                 yield from batch
             return
-        if tokens is not None:
-            sel = " || ".join(tokens) if as_text else ", ".join(tokens)
+        if self.tokens is not None:
+            sel = " || ".join(self.tokens) if as_text else ", ".join(self.tokens)
         else:
-            sel = raw_sel
-        query = f"SELECT {keys_sel}, {sel} FROM {src.rel}{cond} ORDER BY {korder}"
-        skip = losers()
-        cur = connect().execute(query if is_sqlite else query.encode(), params)
+            sel = self.raw_sel
+        skip = self.losers()
+        nn, nsk = self.nn, self.nsk
+        cur = self._execute(*self._query(f"{self.keys_sel}, {sel}", rng))
         while batch := cur.fetchmany(5000):
             for row in batch:
                 if skip and tuple(row[nn : nn + nsk]) in skip:
                     continue
-                head = row[:nn]
-                if tokens is not None:
-                    if as_text:
-                        yield (*head, row[-1])
-                    else:
-                        yield (*head, *map(_untoken, row[nn + nsk :], kinds))
-                    continue
-                got = mapper.convert(row[nn + nsk :])
-                if isinstance(got, Converted):
-                    vals: list[str | None] = mapper.canonical_row(got.values)
+                if self.tokens is None:
+                    yield self._converted(row, as_text)
+                elif as_text:
+                    yield (*row[:nn], row[-1])
                 else:
-                    vals = [f"!reject: {got.reason}"] * len(mapper.columns)
-                if as_text:
-                    yield (
-                        *head,
-                        "".join(
-                            v if v and v[0] == "!" else token(v, k)
-                            for v, k in zip(vals, kinds, strict=True)
-                        ),
-                    )
-                else:
-                    yield (*head, *vals)
+                    yield (*row[:nn], *map(_untoken, row[nn + nsk :], self.kinds))
 
-    def parallel(bounds: list[Key], rng: Range) -> Digests | None:
+    def _converted(self, row: Sequence[Any], as_text: bool) -> tuple[Any, ...]:
+        """A row converted in Python by the mapper, as the copy converts it; a reject
+        stands as a value no converted row can have."""
+        head = row[: self.nn]
+        got = self.mapper.convert(row[self.nn + self.nsk :])
+        if isinstance(got, Converted):
+            vals: list[str | None] = self.mapper.canonical_row(got.values)
+        else:
+            vals = [f"!reject: {got.reason}"] * len(self.mapper.columns)
+        if not as_text:
+            return (*head, *vals)
+        text = "".join(
+            v if v and v[0] == "!" else token(v, k) for v, k in zip(vals, self.kinds, strict=True)
+        )
+        return (*head, text)
+
+    def parallel(self, bounds: list[Key], rng: Range) -> Digests | None:
         """The whole table's digests from the reader processes, a run of segments each."""
-        if pool is None or rng != (None, None) or len(bounds) < readers:
+        if self.pool is None or rng != (None, None) or len(bounds) < self.readers:
             return None
-        skip = frozenset(losers())
+        skip = frozenset(self.losers())
         futures = []
-        for share, sub, first in _shares(bounds, readers):
-            query, params = text_query(share)
+        for share, sub, first in _shares(bounds, self.readers):
+            query, params = self.text_query(share)
             futures.append(
-                pool.submit(_reader_digests, job, src._uri, query, params, nn, skip, sub, first)
+                self.pool.submit(
+                    _reader_digests,
+                    self.job,
+                    self.src.uri,
+                    query,
+                    params,
+                    self.nn,
+                    skip,
+                    sub,
+                    first,
+                )
             )
         out: Digests = {}
         for fut in futures:
             out.update(fut.result())
         return out
-
-    return _StreamSide(mapper.targets, nn, stream, close, parallel)
 
 
 def _source_index(mapper: RowMapper, target: str) -> int:

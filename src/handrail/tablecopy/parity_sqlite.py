@@ -2,7 +2,7 @@
 
 :func:`token_sql` returns an SQLite expression giving the parity token
 (``<length>:<text>``, or ``~`` for NULL) of a source column converted to a kind, exactly
-as :func:`handrail.sqlmap.canonical` would give it after the kind's default conversion.
+as :func:`handrail.tablecopy.mapping.canonical` would give it after the kind's default conversion.
 Each expression recognises the common shapes of a stored value it can canonicalise
 exactly and hands every other value to ``py`` (a registered Python function computing
 the exact token), so a rare or odd value costs a Python call and a common one does not:

@@ -1,16 +1,16 @@
 """COPY lines built by Arrow from a SQLite batch read through ADBC.
 
-The SQL-lines reader (:mod:`handrail.pgcopy_sql`) makes SQLite evaluate one string
+The SQL-lines reader (:mod:`handrail.tablecopy.read_sql`) makes SQLite evaluate one string
 expression per row, about 5.5 µs a row for a ten-column table. This reader asks SQLite
 only for type-stable projections of the raw values (ADBC's SQLite driver reads them into
 Arrow columns at about 1.3 µs a row), checks and converts whole columns with Arrow's
 compute kernels, and writes the CSV lines with Arrow's CSV writer. The result is the same
-:class:`~handrail.pgcopy_sql.LineBatch`: the lines of the rows handled here, joined, and
+:class:`~handrail.tablecopy.read_sql.LineBatch`: the lines of the rows handled here, joined, and
 the source keys of the rows left to Python, which stays the authority (it converts them,
 or builds their reject).
 
 What this reader handles is the subset the SQL reader proves equal to Python's
-conversions (see :mod:`handrail.pgcopy_sql`), and no more; any other row goes to Python:
+conversions (see :mod:`handrail.tablecopy.read_sql`), and no more; any other row goes to Python:
 
 - ``text``: TEXT without a NUL; ``integer``: INTEGER; ``boolean``: INTEGER 0 or 1;
 - ``real`` into ``double precision``: a finite, non-subnormal REAL, or an INTEGER of at
@@ -70,7 +70,7 @@ __all__ = [
     "strict_json",
 ]
 
-# the ISO 8601 shapes of pgcopy_sql._timestamp: hours below 24, minutes and seconds below
+# the ISO 8601 shapes of read_sql._timestamp: hours below 24, minutes and seconds below
 # 60, optional microseconds, then nothing (UTC), Z, or an offset below 15 hours
 _DATE_TIME = "[0-9]{4}-[01][0-9]-[0-3][0-9][ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
 _ISO = f"^{_DATE_TIME}(\\.[0-9]{{6}})?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?$"
@@ -79,7 +79,7 @@ _EPOCH_TEXT = "^[0-9]{9,10}$"
 _EPOCH_MAX = 99_999_999_999
 _EXACT_INT = 2**53
 _MIN_NORMAL = 2.2250738585072014e-308
-_BLANK = " \t\n\r"  # what the SQL reader trims (pgcopy_sql._WS)
+_BLANK = " \t\n\r"  # what the SQL reader trims (read_sql._WS)
 
 #: source storage classes each conversion takes here, in projection order
 _CLASSES: dict[str, tuple[str, ...]] = {

@@ -3,7 +3,7 @@
 A table copy spends most of its Python time turning source rows into CSV lines. For a
 SQLite source, :func:`line_expression` writes that work as one SQL expression per row,
 evaluated by SQLite in C. It handles a value only where its text is provably what the
-Python conversion (:mod:`handrail.sqlmap`, the authority) would send PostgreSQL, and
+Python conversion (:mod:`handrail.tablecopy.mapping`, the authority) would send PostgreSQL, and
 yields NULL for the whole line otherwise; those rows go through Python as before.
 
 What SQL handles, by conversion (anything else: the row goes to Python):

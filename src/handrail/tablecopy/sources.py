@@ -74,7 +74,7 @@ class Source:
         hi: tuple[Any, ...] | None,
         where: str | None,
     ) -> list[tuple[Any, ...]]:
-        query, params = self._range_sql(cols, lo, hi, where, self.ph)
+        query, params = self.range_sql(cols, lo, hi, where, self.ph)
         return self._fetch(query, params)
 
     def rows_where_in(
@@ -108,7 +108,7 @@ class Source:
     def q(self, name: str) -> str:
         return quote_ident(name)
 
-    def _range_sql(
+    def range_sql(
         self,
         cols: Sequence[str],
         lo: Any,
@@ -184,7 +184,7 @@ class SQLiteSource(Source):
     def __init__(self, db: SQLite, table: str, key: Sequence[str] | None) -> None:
         if not db.path.exists():
             raise BadInput(f"{db.name}: source database {db.path} does not exist")
-        self._uri = f"file:{db.path}?mode=ro"
+        self.uri = f"file:{db.path}?mode=ro"
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -198,12 +198,17 @@ class SQLiteSource(Source):
         self.key = list(key) if key else (pk or ["rowid"])
 
     @property
+    def _uri(self) -> str:
+        """:attr:`uri` by its name before the package was one (kept for one release)."""
+        return self.uri
+
+    @property
     def conn(self) -> sqlite3.Connection:
         """This thread's read-only connection (copy_table reads batches in threads)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             # check_same_thread=False: close() runs in the thread that made the source
-            conn = sqlite3.connect(self._uri, uri=True, timeout=30, check_same_thread=False)
+            conn = sqlite3.connect(self.uri, uri=True, timeout=30, check_same_thread=False)
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
@@ -246,7 +251,7 @@ class SQLiteSource(Source):
         where: str | None,
         excluded: Sequence[tuple[Any, ...]],
     ) -> tuple[str, list[Any]]:
-        """The :func:`~handrail.pgcopy_sql.lines_sql` query of a key range (see
+        """The :func:`~handrail.tablecopy.read_sql.lines_sql` query of a key range (see
         :meth:`range_from`)."""
         rest, params = self.range_from(lo, hi, where, excluded)
         return lines_sql(line, [self.q(c) for c in self.key], rest), params
@@ -273,7 +278,7 @@ class PostgresSource(Source):
         if not cols:
             raise MappingError(f"{db.name}: source table {table!r} does not exist")
         self.columns = [c.name for c in cols]
-        self._types = {c.name: c.type for c in cols}
+        self.types = {c.name: c.type for c in cols}
         if key:
             self.key = list(key)
         else:
@@ -298,7 +303,7 @@ class PostgresSource(Source):
         return f"{self.q(col)}::text"
 
     def kinds(self) -> dict[str, str]:
-        return {c: kind_of_pg_type(t) for c, t in self._types.items()}
+        return {c: kind_of_pg_type(t) for c, t in self.types.items()}
 
     def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self.conn.execute(query.encode(), list(params)).fetchall()

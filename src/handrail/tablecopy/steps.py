@@ -1,6 +1,6 @@
 """The table copy and the parity proof as a runbook step and a check.
 
-:class:`CopyTable` drives :class:`handrail.pgcopy.CopyJob` batch by batch through the
+:class:`CopyTable` drives :class:`handrail.tablecopy.copy.CopyJob` batch by batch through the
 executor: the key ranges are the work list (frozen in the journal and in the target),
 each range's merge commits with its ledger row (exactly once), rejects are journalled
 with their key and reason. :class:`Parity` proves source and target hold the same rows

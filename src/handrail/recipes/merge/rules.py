@@ -34,14 +34,14 @@ whitespace-only text):
   channel, key_topics, summary, analysis; only processing (re)generates them):
   processing's value unless blank, then the dashboard's.
 
-**Conversions** are :mod:`handrail.tablecopy.mapping`'s, so this oracle and a loader built on it
-agree: timestamps to aware UTC datetimes (naive text is UTC); has_audio 0/1 to bool;
+**Conversions** are :mod:`handrail.tablecopy.mapping`'s, so this oracle and a loader
+built on it agree: timestamps to aware UTC datetimes (naive text is UTC); has_audio 0/1 to bool;
 JSON text parsed as PostgreSQL's ``jsonb`` returns it, text that is not JSON (NaN and
 Infinity included) as ``{"raw_text": text}``, NULL, empty text and JSON ``null`` as None.
 ``key_topics`` becomes ``topics_json``, ``analysis`` becomes ``analysis_json``. A value
 that cannot be stored (an unparsable timestamp, NUL in text) raises
-:class:`~handrail.tablecopy.mapping.ConversionError` naming the copy, row and column; given a
-``rejects`` dict instead, the functions leave the video out (or, for summaries, the
+:class:`~handrail.tablecopy.mapping.ConversionError` naming the copy, row and column;
+given a ``rejects`` dict instead, the functions leave the video out (or, for summaries, the
 (video, variant) group) and store the reason under its key, so one bad value costs one
 video, never the merge. A video with a bad value in any of its rows is left out whole: its
 winner, its fate or a column of the merge cannot be trusted, and its summaries go with it.
@@ -74,7 +74,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from ...tablecopy import mapping as sqlmap
+from ...tablecopy import mapping
 
 __all__ = [
     "CHECK_LATEST_SQL",
@@ -183,11 +183,11 @@ HAVING count(*) FILTER (WHERE is_latest) <> 1
 ORDER BY video_id, variant"""
 
 _OLDEST: Final = datetime.min.replace(tzinfo=UTC)
-_TEXT = sqlmap.text()
-_INTEGER = sqlmap.integer()
-_BOOLEAN = sqlmap.boolean()
-_TIMESTAMP = sqlmap.timestamptz()
-_JSONB = sqlmap.jsonb()
+_TEXT = mapping.text()
+_INTEGER = mapping.integer()
+_BOOLEAN = mapping.boolean()
+_TIMESTAMP = mapping.timestamptz()
+_JSONB = mapping.jsonb()
 
 
 class Fate(StrEnum):
@@ -291,7 +291,7 @@ def winners(
         try:
             when = _convert(_TIMESTAMP, row, "indexed_at", side) or _OLDEST
             curated = prefer_curated and _convert(_CURATED, row, "", side)
-        except sqlmap.ConversionError as exc:
+        except mapping.ConversionError as exc:
             if rejects is None:
                 raise
             rejects[vid] = str(exc)
@@ -351,7 +351,7 @@ def merge_content(
                 out.append(_target(prow, "processing"))
             elif drow is not None:
                 out.append(_target(drow, "dashboard"))
-        except sqlmap.ConversionError as exc:
+        except mapping.ConversionError as exc:
             if rejects is None:
                 raise
             bad[vid] = str(exc)
@@ -455,7 +455,7 @@ def curated_ids(dashboard: Path) -> list[str]:
 def _curated(row: Row) -> bool:
     try:
         return is_curated(row)
-    except sqlmap.ConversionError:
+    except mapping.ConversionError:
         # Unreadable curation is still somebody's curation: guard it (the merge rejects it).
         return True
 
@@ -523,9 +523,9 @@ def _convert(fn: Callable[[Any], Any], row: Row, col: str, side: str = "") -> An
     """``fn(row[col])`` (``fn(row)`` for :data:`_CURATED`), its error naming side, row, column."""
     try:
         return fn(row) if fn is _CURATED else fn(row[col])
-    except sqlmap.ConversionError as exc:
+    except mapping.ConversionError as exc:
         where = f"{side} " if side else ""
-        raise sqlmap.ConversionError(
+        raise mapping.ConversionError(
             f"{where}content row id={row.get('id')!r} video_id={row.get('video_id')!r}: "
             f"{col or 'curation'}: {exc}"
         ) from exc
@@ -546,8 +546,8 @@ def _summary_groups(
         try:
             text = _TEXT(s["summary_text"])
             created = _TIMESTAMP(s["created_at"])
-        except sqlmap.ConversionError as exc:
-            error = sqlmap.ConversionError(f"{side} summary id={s['id']}: {exc}")
+        except mapping.ConversionError as exc:
+            error = mapping.ConversionError(f"{side} summary id={s['id']}: {exc}")
             if bad is None:
                 raise error from exc
             bad.setdefault((vid, variant), str(error))
