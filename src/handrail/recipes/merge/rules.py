@@ -74,7 +74,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from ...tablecopy import mapping
+from ...tablecopy import mapping as sqlmap  # tests reach it as rules.sqlmap
 
 __all__ = [
     "CHECK_LATEST_SQL",
@@ -183,11 +183,11 @@ HAVING count(*) FILTER (WHERE is_latest) <> 1
 ORDER BY video_id, variant"""
 
 _OLDEST: Final = datetime.min.replace(tzinfo=UTC)
-_TEXT = mapping.text()
-_INTEGER = mapping.integer()
-_BOOLEAN = mapping.boolean()
-_TIMESTAMP = mapping.timestamptz()
-_JSONB = mapping.jsonb()
+_TEXT = sqlmap.text()
+_INTEGER = sqlmap.integer()
+_BOOLEAN = sqlmap.boolean()
+_TIMESTAMP = sqlmap.timestamptz()
+_JSONB = sqlmap.jsonb()
 
 
 class Fate(StrEnum):
@@ -291,7 +291,7 @@ def winners(
         try:
             when = _convert(_TIMESTAMP, row, "indexed_at", side) or _OLDEST
             curated = prefer_curated and _convert(_CURATED, row, "", side)
-        except mapping.ConversionError as exc:
+        except sqlmap.ConversionError as exc:
             if rejects is None:
                 raise
             rejects[vid] = str(exc)
@@ -351,7 +351,7 @@ def merge_content(
                 out.append(_target(prow, "processing"))
             elif drow is not None:
                 out.append(_target(drow, "dashboard"))
-        except mapping.ConversionError as exc:
+        except sqlmap.ConversionError as exc:
             if rejects is None:
                 raise
             bad[vid] = str(exc)
@@ -455,7 +455,7 @@ def curated_ids(dashboard: Path) -> list[str]:
 def _curated(row: Row) -> bool:
     try:
         return is_curated(row)
-    except mapping.ConversionError:
+    except sqlmap.ConversionError:
         # Unreadable curation is still somebody's curation: guard it (the merge rejects it).
         return True
 
@@ -523,9 +523,9 @@ def _convert(fn: Callable[[Any], Any], row: Row, col: str, side: str = "") -> An
     """``fn(row[col])`` (``fn(row)`` for :data:`_CURATED`), its error naming side, row, column."""
     try:
         return fn(row) if fn is _CURATED else fn(row[col])
-    except mapping.ConversionError as exc:
+    except sqlmap.ConversionError as exc:
         where = f"{side} " if side else ""
-        raise mapping.ConversionError(
+        raise sqlmap.ConversionError(
             f"{where}content row id={row.get('id')!r} video_id={row.get('video_id')!r}: "
             f"{col or 'curation'}: {exc}"
         ) from exc
@@ -546,8 +546,8 @@ def _summary_groups(
         try:
             text = _TEXT(s["summary_text"])
             created = _TIMESTAMP(s["created_at"])
-        except mapping.ConversionError as exc:
-            error = mapping.ConversionError(f"{side} summary id={s['id']}: {exc}")
+        except sqlmap.ConversionError as exc:
+            error = sqlmap.ConversionError(f"{side} summary id={s['id']}: {exc}")
             if bad is None:
                 raise error from exc
             bad.setdefault((vid, variant), str(error))
