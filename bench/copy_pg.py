@@ -44,10 +44,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).parent))
 from _data import PG_SCHEMA, cached_sqlite
 
-from handrail.pgcopy import CopyJob, copy_table
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
-from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.copy import CopyJob, copy_table
+from handrail.tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
 from handrail.testing.postgres import TempCluster
 
 DATA = Path(__file__).parent / ".data"

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _data import PG_SCHEMA, cached_sqlite
 from copy_pg import MAPPING
 
-from handrail.parity import parity
-from handrail.pgcopy import copy_table
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
+from handrail.tablecopy.copy import copy_table
+from handrail.tablecopy.parity import parity
 from handrail.testing.postgres import TempCluster
 
 DATA = Path(__file__).parent / ".data"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from handrail.parity import token
-from handrail.parity_sqlite import float_probe_ok, token_sql
-from handrail.sqlmap import canonical, for_kind
+from handrail.tablecopy.mapping import canonical, for_kind
+from handrail.tablecopy.parity import token
+from handrail.tablecopy.parity_sqlite import float_probe_ok, token_sql
 
 FALLBACK = "<python>"
 

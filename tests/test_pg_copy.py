@@ -19,11 +19,11 @@ import psycopg
 import pytest
 
 from handrail.model import Reject
-from handrail.parity import parity
-from handrail.pgcopy import CopyJob, CopySpec, copy_table
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
-from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.copy import CopyJob, CopySpec, copy_table
+from handrail.tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.parity import parity
 
 pytestmark = pytest.mark.postgres
 
@@ -191,10 +191,10 @@ def test_postgres_to_postgres(pg_cluster: Any, pg_dsn: str, tmp_path: Path) -> N
 
 KILLED_COPY = """
 import sys, time
-from handrail.pgcopy import copy_table
+from handrail.tablecopy.copy import copy_table
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
-from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
 sys.path.insert(0, {tests!r})
 from test_pg_copy import MAPPING
 def slow(batch, rows, rejects):

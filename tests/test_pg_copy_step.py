@@ -13,9 +13,9 @@ import pytest
 
 from handrail import Gate, Runbook, RunStatus, SQLite
 from handrail.journal import CRASH_ENV
-from handrail.ops.pg_copy import CopyTable, Parity
 from handrail.resources.postgres import Postgres
-from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.steps import CopyTable, Parity
 
 from .helpers import cli_proc, make_executor, write
 
@@ -132,9 +132,9 @@ RUNBOOK = """
 import os
 from pathlib import Path
 from handrail import Runbook, SQLite
-from handrail.ops.pg_copy import CopyTable
+from handrail.tablecopy.steps import CopyTable
 from handrail.resources.postgres import Postgres
-from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
 src = SQLite("src", Path(__file__).parent / "src.db")
 pg = Postgres("pg", os.environ["T_DSN"])
 m = TableMap("content", "content", key=["video_id"], columns=[
@@ -168,7 +168,7 @@ def test_step_resolves_duplicates_once_and_reads_ahead(
 ) -> None:
     """One job serves all of a run's ranges: the GROUP BY for duplicate natural keys runs
     once, not once per range, and every range but the first was read ahead."""
-    import handrail.pgcopy as pgcopy
+    import handrail.tablecopy.copy as pgcopy
 
     src = make_source(tmp_path / "src.db", n=2000)
     with sqlite3.connect(tmp_path / "src.db") as conn:  # v00010 twice: the later row wins

@@ -14,11 +14,11 @@ import psycopg
 import pytest
 
 from handrail import parity as parity_module
-from handrail.parity import PROCESS_MIN_ROWS, parity, reconcile
-from handrail.pgcopy import copy_table, reader_processes
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
-from handrail.sqlmap import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.copy import copy_table, reader_processes
+from handrail.tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
+from handrail.tablecopy.parity import PROCESS_MIN_ROWS, parity, reconcile
 
 pytestmark = pytest.mark.postgres
 

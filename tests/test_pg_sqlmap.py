@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from handrail.model import Reject
-from handrail.sqlmap import (
+from handrail.tablecopy.mapping import (
     MAX_JSON_DEPTH,
     Column,
     ConversionError,

@@ -26,20 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handrail.pgcopy import CopyJob, copy_table
-from handrail.pgcopy_arrow import (
-    ArrowPlan,
-    _fetch,
-    _Unexpected,
-    arrow_plan,
-    build_lines,
-    connect,
-    fetch_arrow,
-)
-from handrail.pgcopy_sql import Capabilities
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
-from handrail.sqlmap import (
+from handrail.tablecopy.copy import CopyJob, copy_table
+from handrail.tablecopy.mapping import (
     Column,
     Convert,
     TableMap,
@@ -50,6 +40,16 @@ from handrail.sqlmap import (
     text,
     timestamptz,
 )
+from handrail.tablecopy.read_arrow import (
+    ArrowPlan,
+    _fetch,
+    _Unexpected,
+    arrow_plan,
+    build_lines,
+    connect,
+    fetch_arrow,
+)
+from handrail.tablecopy.read_sql import Capabilities
 
 from .test_pgcopy_sql import (
     FLOATS,
@@ -512,8 +512,8 @@ def test_a_mixed_column_is_read_guarded(pg_cluster: Any, tmp_path: Path) -> None
 WITHOUT_PYARROW = """
 import sys
 sys.modules["pyarrow"] = None  # as if pyarrow were not installed: importing it fails
-from handrail.pgcopy import CopyJob, copy_table
-from handrail.pgcopy_arrow import available
+from handrail.tablecopy.copy import CopyJob, copy_table
+from handrail.tablecopy.read_arrow import available
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
 sys.path.insert(0, {tests!r})

@@ -23,26 +23,38 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handrail.pgcopy import CopyJob, _csv_field, _line_function, copy_table
-from handrail.pgcopy_sql import Capabilities, column_expression, needs_python
 from handrail.resources.postgres import Postgres
 from handrail.resources.sqlite import SQLite
-from handrail.sqlmap import (
+from handrail.tablecopy.copy import CopyJob, _csv_field, _line_function, copy_table
+from handrail.tablecopy.mapping import (
     Column,
     ConversionError,
     TableMap,
-    _to_bool,
-    _to_float,
-    _to_int,
-    _to_json,
-    _to_text,
-    _to_timestamp,
     boolean,
     jsonb,
     real,
     text,
     timestamptz,
 )
+from handrail.tablecopy.mapping import (
+    to_bool as _to_bool,
+)
+from handrail.tablecopy.mapping import (
+    to_float as _to_float,
+)
+from handrail.tablecopy.mapping import (
+    to_int as _to_int,
+)
+from handrail.tablecopy.mapping import (
+    to_json as _to_json,
+)
+from handrail.tablecopy.mapping import (
+    to_text as _to_text,
+)
+from handrail.tablecopy.mapping import (
+    to_timestamp as _to_timestamp,
+)
+from handrail.tablecopy.read_sql import Capabilities, column_expression, needs_python
 
 pytestmark = pytest.mark.postgres
 

@@ -43,12 +43,12 @@ from handrail.errors import PolicyError
 from handrail.ops.checkpoint import Checkpoint
 from handrail.ops.json_import import ImportRecords, SourceRecord
 from handrail.ops.pg_backfill import PgBackfill
-from handrail.ops.pg_copy import CopyTable
 from handrail.ops.pg_sql import PgSQL
 from handrail.ops.quarantine import QuarantineDelete
 from handrail.resources.postgres import Postgres
 from handrail.runbook import Step
-from handrail.sqlmap import Column, TableMap
+from handrail.tablecopy.mapping import Column, TableMap
+from handrail.tablecopy.steps import CopyTable
 
 from .digests import pg_digest, sqlite_digest, tree_digest
 from .helpers import cli, make_executor, make_items_db, write
@@ -71,7 +71,7 @@ COVERED: dict[str, str] = {
     "handrail.ops.checkpoint.Checkpoint": "test_checkpoint_undo_touches_nothing",
     "handrail.ops.pg_sql.PgSQL": "test_pg_sql_created_table_with_their_rows_is_not_dropped",
     "handrail.ops.pg_backfill.PgBackfill": "test_pg_backfill_conflict_then_force",
-    "handrail.ops.pg_copy.CopyTable": "test_copy_table_is_not_emptied_after_they_wrote_to_it",
+    "handrail.tablecopy.steps.CopyTable": "test_copy_table_is_not_emptied_after_they_wrote_to_it",
     "handrail.ops.http_push.HTTPPush": "tests/test_http_push.py::"
     "test_rollback_reports_a_video_changed_since_and_force_restores_it",
     "handrail.recipes.dhash.recipe.HashImages": "tests/test_dhash_recipe.py (store is the run's)",

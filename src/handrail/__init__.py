@@ -42,18 +42,17 @@ from .runbook import Check, Gate, Runbook, Stages, Step
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these on use
-    from . import sqlmap as conversions
     from .ops.http_push import HTTPPush
     from .ops.pg_backfill import PgBackfill
-    from .ops.pg_copy import CopyTable, Parity
     from .ops.pg_sql import PgSQL
     from .ops.quarantine import QuarantineDelete, RowUpdate
-    from .pgcopy import CopySpec
     from .rehearse import RehearsalOptions, RehearsalResult, rehearse
     from .report import DocInputs, last_rehearsal, render, run_report, runbook_document
     from .resources.http import HTTPService
     from .resources.postgres import Postgres
-    from .sqlmap import Column, TableMap
+    from .tablecopy import mapping as conversions
+    from .tablecopy.mapping import Column, CopySpec, TableMap
+    from .tablecopy.steps import CopyTable, Parity
 
 #: public names loaded on first use (their modules need optional extras), by module
 _LAZY: dict[str, tuple[str, ...]] = {
@@ -63,14 +62,13 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "handrail.ops.pg_backfill": ("PgBackfill",),
     "handrail.ops.http_push": ("HTTPPush",),
     "handrail.ops.quarantine": ("QuarantineDelete", "RowUpdate"),
-    "handrail.ops.pg_copy": ("CopyTable", "Parity"),
-    "handrail.pgcopy": ("CopySpec",),
-    "handrail.sqlmap": ("Column", "TableMap"),
+    "handrail.tablecopy.steps": ("CopyTable", "Parity"),
+    "handrail.tablecopy.mapping": ("Column", "CopySpec", "TableMap"),
     "handrail.rehearse": ("RehearsalOptions", "RehearsalResult", "rehearse"),
     "handrail.report": ("DocInputs", "last_rehearsal", "render", "run_report", "runbook_document"),
 }
 #: module namespaces exported whole
-_LAZY_MODULES = {"conversions": "handrail.sqlmap"}
+_LAZY_MODULES = {"conversions": "handrail.tablecopy.mapping"}
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 

@@ -19,7 +19,7 @@ from ..context import StepContext
 from ..errors import RollbackConflict
 from ..inline import code
 from ..model import Plan
-from ..resources.postgres import HANDRAIL_SCHEMA, Postgres, quote_ident
+from ..resources.postgres import HANDRAIL_SCHEMA, Postgres, quote_ident, table_columns
 from ..runbook import BATCH_WORST_CASE, Step
 from .backfill import (
     BackfillFields,
@@ -103,12 +103,7 @@ class PgBackfill(BackfillFields, Step):
         return f"{HANDRAIL_SCHEMA}.{quote_ident('bf_' + digest[:16])}"
 
     def _types(self, conn: Any) -> dict[str, str]:
-        rows = conn.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
-            (self.table,),
-        ).fetchall()
-        return {str(n): str(t) for n, t in rows}
+        return {c.name: c.type for c in table_columns(conn, self.table)}
 
     # -- lifecycle ----------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> Plan:

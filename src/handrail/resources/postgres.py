@@ -27,6 +27,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +40,10 @@ from ..fencing import current_fence, postgres_fence
 from ..hashing import digest_parts, sha256_file
 from ..redact import redact
 from .base import ABSENT, Backup, Fingerprint, Resource
+from .names import pg_literal_percent as pg_literal_percent  # its home before the move
+from .names import qualified as qualified
+from .names import quote_ident as quote_ident
+from .names import split_table
 
 #: handrail's own schema in a PostgreSQL database (ledger); outside every scope
 HANDRAIL_SCHEMA = "_handrail"
@@ -63,26 +68,6 @@ _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 class LockTimeout(HandrailError):
     """DDL could not take its lock within ``lock_timeout``: another session holds it."""
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def pg_literal_percent(sql: str) -> str:
-    """SQL text (a mapping's ``where``) for a psycopg query run with parameters, where
-    ``%`` starts a placeholder: each ``%`` doubled, so PostgreSQL gets it as written."""
-    return sql.replace("%", "%%")
-
-
-def qualified(schema: str, name: str) -> str:
-    return f"{quote_ident(schema)}.{quote_ident(name)}"
-
-
-def _split_table(spec: str) -> tuple[str, str]:
-    """``"schema.table"`` or ``"table"`` (public) as a pair."""
-    schema, _, table = spec.rpartition(".")
-    return (schema or "public", table)
 
 
 class Postgres(Resource):
@@ -115,7 +100,7 @@ class Postgres(Resource):
             raise ResourceError(f"{name}: not a valid PostgreSQL DSN: {redact(dsn)}") from exc
         self.dsn = dsn
         self.schemas = list(schemas) if schemas is not None else None
-        self.tables = [_split_table(t) for t in tables] if tables is not None else None
+        self.tables = [split_table(t) for t in tables] if tables is not None else None
         self.lock_timeout = lock_timeout
         #: True for a database this object created (a clone): only those can be discarded
         self.owned = False
@@ -746,17 +731,53 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _table_schema(conn: psycopg.Connection, oid: int) -> dict[str, Any]:
-    """A table's definition from the catalogs, free of OIDs and DDL whitespace."""
-    cols = conn.execute(
+@dataclass(frozen=True)
+class TableColumn:
+    """One column of a PostgreSQL table, as the catalogs describe it."""
+
+    name: str
+    type: str  # format_type(): "integer", "character varying(20)", "numeric(10,2)"
+    not_null: bool
+    default: str | None  # the default's expression text
+    identity: str  # pg_attribute.attidentity: '' or 'a' / 'd' (ALWAYS / BY DEFAULT)
+    generated: str  # pg_attribute.attgenerated: '' or 's' (stored)
+    collation: str | None  # set only when not the database's default collation
+
+    def as_list(self) -> list[Any]:
+        return [
+            self.name,
+            self.type,
+            self.not_null,
+            self.default,
+            self.identity,
+            self.generated,
+            self.collation,
+        ]
+
+
+def table_columns(conn: psycopg.Connection, table: str | int) -> list[TableColumn]:
+    """The columns of ``table`` in their order: the one query of a table's columns.
+
+    ``table`` is a table's OID, or its name as SQL writes it (``"public"."t"``; a bare
+    name is looked up on the search path). A table that does not exist has no columns.
+    """
+    target = "%s" if isinstance(table, int) else "to_regclass(%s)"
+    rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
         "pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, co.collname "
         "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid "
         "AND d.adnum = a.attnum LEFT JOIN pg_collation co ON co.oid = a.attcollation "
         "AND a.attcollation <> 100 "
-        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        (oid,),
+        f"WHERE a.attrelid = {target} AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum",
+        (table,),
     ).fetchall()
+    return [TableColumn(*r) for r in rows]
+
+
+def _table_schema(conn: psycopg.Connection, oid: int) -> dict[str, Any]:
+    """A table's definition from the catalogs, free of OIDs and DDL whitespace."""
+    cols = [c.as_list() for c in table_columns(conn, oid)]
     cons = conn.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s "
         "ORDER BY conname",
@@ -772,7 +793,7 @@ def _table_schema(conn: psycopg.Connection, oid: int) -> dict[str, Any]:
         (oid,),
     ).fetchall()
     return {
-        "columns": [list(c) for c in cols],
+        "columns": cols,
         "constraints": [list(c) for c in cons],
         "indexes": [i[0] for i in idx],
         "triggers": [t[0] for t in trg],

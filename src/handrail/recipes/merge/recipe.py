@@ -28,13 +28,13 @@ from ...errors import ResourceError
 from ...model import BlastRadius
 from ...ops.json_import import ImportRecords, RecordError, SourceRecord
 from ...ops.json_transform import TransformJSON
-from ...ops.pg_copy import CopyTable, Parity
 from ...ops.pg_sql import PgSQL
 from ...ops.sql import CreateSchema
 from ...resources import JSONFile, SQLite
 from ...resources.postgres import Postgres
 from ...runbook import Check, Gate, Runbook
-from ...sqlmap import Column, TableMap, boolean, jsonb, timestamptz
+from ...tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
+from ...tablecopy.steps import CopyTable, Parity
 from . import rules
 
 NAME = "merge"

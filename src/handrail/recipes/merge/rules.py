@@ -34,14 +34,14 @@ whitespace-only text):
   channel, key_topics, summary, analysis; only processing (re)generates them):
   processing's value unless blank, then the dashboard's.
 
-**Conversions** are :mod:`handrail.sqlmap`'s, so this oracle and a loader built on it
-agree: timestamps to aware UTC datetimes (naive text is UTC); has_audio 0/1 to bool;
+**Conversions** are :mod:`handrail.tablecopy.mapping`'s, so this oracle and a loader
+built on it agree: timestamps to aware UTC datetimes (naive text is UTC); has_audio 0/1 to bool;
 JSON text parsed as PostgreSQL's ``jsonb`` returns it, text that is not JSON (NaN and
 Infinity included) as ``{"raw_text": text}``, NULL, empty text and JSON ``null`` as None.
 ``key_topics`` becomes ``topics_json``, ``analysis`` becomes ``analysis_json``. A value
 that cannot be stored (an unparsable timestamp, NUL in text) raises
-:class:`~handrail.sqlmap.ConversionError` naming the copy, row and column; given a
-``rejects`` dict instead, the functions leave the video out (or, for summaries, the
+:class:`~handrail.tablecopy.mapping.ConversionError` naming the copy, row and column;
+given a ``rejects`` dict instead, the functions leave the video out (or, for summaries, the
 (video, variant) group) and store the reason under its key, so one bad value costs one
 video, never the merge. A video with a bad value in any of its rows is left out whole: its
 winner, its fate or a column of the merge cannot be trusted, and its summaries go with it.
@@ -74,7 +74,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from ... import sqlmap
+from ...tablecopy import mapping as sqlmap  # tests reach it as rules.sqlmap
 
 __all__ = [
     "CHECK_LATEST_SQL",
@@ -324,7 +324,7 @@ def merge_content(
     """The ``content`` rows after the merge, converted, in video_id order (pure); a naive
     ``last_sync`` is UTC.
 
-    A value that does not convert raises :class:`~handrail.sqlmap.ConversionError`; with
+    A value that does not convert raises :class:`~handrail.tablecopy.mapping.ConversionError`; with
     ``rejects``, its video is left out instead and ``rejects[video_id]`` says why.
     """
     bad: dict[str, str] = {}
