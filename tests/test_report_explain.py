@@ -127,9 +127,13 @@ def test_the_engine_facts_win_over_a_step_without_an_inverse(tmp_path: Path) -> 
 
 
 # -- report/ knows no step type -------------------------------------------------------------
+#: where handrail's steps live
+STEP_PACKAGES = ("handrail.ops", "handrail.recipes", "handrail.tablecopy")
+
+
 def step_classes() -> dict[str, type[Step]]:
     """Every Step subclass handrail ships (ops and recipes), by class name."""
-    for pkg in ("handrail.ops", "handrail.recipes"):
+    for pkg in ("handrail.ops", "handrail.recipes", "handrail.tablecopy"):
         base = importlib.import_module(pkg)
         for info in pkgutil.walk_packages(base.__path__, pkg + "."):
             importlib.import_module(info.name)
@@ -137,7 +141,7 @@ def step_classes() -> dict[str, type[Step]]:
     todo: list[type[Step]] = [Step]
     while todo:
         for sub in todo.pop().__subclasses__():
-            if sub.__module__.startswith(("handrail.ops", "handrail.recipes")):
+            if sub.__module__.startswith(STEP_PACKAGES):
                 found[sub.__name__] = sub
             todo.append(sub)
     return found
@@ -151,14 +155,14 @@ def step_type_knowledge(source: str, package: str, known: dict[str, type[Step]])
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             module = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
-            if module.startswith(("handrail.ops", "handrail.recipes")):
+            if module.startswith(STEP_PACKAGES):
                 found.append(f"imports {module}")
             found += [f"imports {a.name}" for a in node.names if a.name in known]
         elif isinstance(node, ast.Import):
             found += [
                 f"imports {a.name}"
                 for a in node.names
-                if a.name.startswith(("handrail.ops", "handrail.recipes"))
+                if a.name.startswith(STEP_PACKAGES)
             ]
         elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
             names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
