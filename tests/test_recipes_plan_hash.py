@@ -22,6 +22,7 @@ import pytest
 from handrail.images.sample import make_sample_library
 from handrail.recipes.domains.sample import make_sample as make_domains
 from handrail.recipes.json_state.sample import make_sample as make_json_state
+from handrail.recipes.merge.sample import make_sample as make_merge
 
 HASH = """
 import sys
@@ -35,6 +36,10 @@ print(" at 0x" in repr(rb.describe()))
 DOMAINS_KW = (
     ", peertube_url='http://127.0.0.1:9', peertube_dsn='postgresql://nobody@127.0.0.1:9/none'"
 )
+
+
+#: the merge is built (not run): its DSN is not dialled
+MERGE_KW = ", dsn='postgresql://nobody@127.0.0.1:9/none'"
 
 
 def plan_hash(module: str, root: Path, kwargs: str = "") -> tuple[str, str]:
@@ -55,12 +60,16 @@ def sample(name: str, root: Path) -> Path:
     if name == "dhash":
         make_sample_library(root, count=6, seed=3)
         return root
+    if name == "merge":
+        make_merge(root, videos=200, seed=3)
+        return root
     make_domains(root, documents=40, seed=3)
     return root
 
 
 @pytest.mark.parametrize(
-    ("module", "kwargs"), [("json_state", ""), ("dhash", ""), ("domains", DOMAINS_KW)]
+    ("module", "kwargs"),
+    [("json_state", ""), ("dhash", ""), ("domains", DOMAINS_KW), ("merge", MERGE_KW)],
 )
 def test_recipe_plan_hash_is_the_same_in_every_process(
     module: str, kwargs: str, tmp_path: Path

@@ -159,11 +159,7 @@ def step_type_knowledge(source: str, package: str, known: dict[str, type[Step]])
                 found.append(f"imports {module}")
             found += [f"imports {a.name}" for a in node.names if a.name in known]
         elif isinstance(node, ast.Import):
-            found += [
-                f"imports {a.name}"
-                for a in node.names
-                if a.name.startswith(STEP_PACKAGES)
-            ]
+            found += [f"imports {a.name}" for a in node.names if a.name.startswith(STEP_PACKAGES)]
         elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
             names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
             found += [f"isinstance on {n}" for n in sorted(names & {*known, "Step"})]

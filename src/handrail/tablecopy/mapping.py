@@ -48,6 +48,7 @@ from typing import Any
 
 from ..errors import BadInput
 from ..model import Reject
+from ..runbook import describe_callable
 
 __all__ = [
     "KINDS",
@@ -676,6 +677,20 @@ class Column:
         if self.compute is not None:
             return None
         return self.source or self.target
+
+    def describe(self) -> dict[str, Any]:
+        """What defines the column, for the plan hash: the same in every process (a
+        function is described by its source text, never by its address)."""
+        return {
+            "target": self.target,
+            "source": self.source,
+            "convert": None
+            if self.convert is None
+            else [self.convert.name, self.convert.kind, describe_callable(self.convert.fn)],
+            "compute": None if self.compute is None else describe_callable(self.compute),
+            "kind": self.kind,
+            "needs": list(self.needs),
+        }
 
 
 @dataclass

@@ -79,7 +79,7 @@ class CopyTable(Step):
             "to": m.target,
             "key": list(m.key),
             "on_conflict": self.spec.on_conflict,
-            "columns": [repr(c) for c in m.columns],
+            "columns": [c.describe() for c in m.columns],
             "rows_per_batch": self.rows_per_batch,
         }
 
