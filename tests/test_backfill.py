@@ -12,7 +12,7 @@ import pytest
 
 from handrail import Backfill, Gate, Runbook, RunStatus, SQLite
 from handrail.checks import PlanDistribution
-from handrail.journal import CRASH_ENV
+from handrail.engine.journal import CRASH_ENV
 
 from .helpers import cli_proc, run_runbook, write
 
@@ -228,7 +228,7 @@ def categorize(row: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.postgres
 def test_pg_backfill_stages_and_exact_rollback(pg_dsn: str, tmp_path: Path) -> None:
-    from handrail.ops.pg_backfill import PgBackfill
+    from handrail.steps.pg_backfill import PgBackfill
 
     db = make_pg_videos(pg_dsn)
     before = db.fingerprint()
@@ -265,7 +265,7 @@ def test_pg_backfill_stages_and_exact_rollback(pg_dsn: str, tmp_path: Path) -> N
 PG_RUNBOOK = """
 import os
 from handrail import Runbook
-from handrail.ops.pg_backfill import PgBackfill
+from handrail.steps.pg_backfill import PgBackfill
 from handrail.resources.postgres import Postgres
 db = Postgres("peertube", os.environ["PT_DSN"])
 runbook = Runbook("pgbf", steps=[PgBackfill("categories", db, table="video", key="id",

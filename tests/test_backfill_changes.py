@@ -175,7 +175,7 @@ runbook = Runbook("bf", steps=[Backfill("b", db, table="docs", key="id", columns
 
 @pytest.mark.parametrize("crash_at", [7, 12])
 def test_items_done_after_kill_and_resume(tmp_path: Path, crash_at: int) -> None:
-    from handrail.journal import CRASH_ENV
+    from handrail.engine.journal import CRASH_ENV
 
     many_rows_db(tmp_path / "db.sqlite", 1000)
     rb = write(tmp_path / "rb.py", RUNBOOK)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from handrail.journal import Journal
+from handrail.engine.journal import Journal
 
 from .digests import unchanged
 from .helpers import cli_proc, make_items_db, write
@@ -27,7 +27,7 @@ TOKEN_ENV = "HANDRAIL_TEST_BAD_INPUT_TOKEN"
 HEAD = """
 from pathlib import Path
 from handrail import Backfill, Runbook, SQLite
-from handrail.ops.sql import SQL
+from handrail.steps.sql import SQL
 db = SQLite("items", Path(__file__).parent / "data" / "items.db")
 """
 
@@ -40,7 +40,7 @@ runbook = Runbook("retire", steps=[
 
 PUSH = """
 from handrail import Gate, Runbook
-from handrail.ops.http_push import HTTPPush
+from handrail.steps.http_push import HTTPPush
 from handrail.resources.http import HTTPService
 svc = HTTPService("svc", "{url}", token_env="{env}", backoff=0.01, retries=1,
                   fingerprint_paths=["{probe}"])

@@ -24,7 +24,7 @@ from .helpers import cli_proc, write
 QUARANTINE = """
 from pathlib import Path
 from handrail import Directory, Runbook
-from handrail.ops.quarantine import QuarantineDelete
+from handrail.steps.quarantine import QuarantineDelete
 
 here = Path(__file__).parent
 files = Directory("files", here / "data" / "files")
@@ -34,7 +34,7 @@ runbook = Runbook("clean", steps=[QuarantineDelete("clean", files, select=SELECT
 TRANSFORM = """
 from pathlib import Path
 from handrail import JSONFile, Runbook
-from handrail.ops.json_transform import TransformJSON
+from handrail.steps.json_transform import TransformJSON
 
 here = Path(__file__).parent
 config = JSONFile("config", here / "data" / "config.json")
@@ -44,14 +44,14 @@ runbook = Runbook("bump", steps=[TransformJSON("bump", config, lambda d: {**d, "
 IMPORT = """
 from pathlib import Path
 from handrail import JSONFile, Runbook, SQLite
-from handrail.ops.json_import import ImportJSON
+from handrail.steps.json_import import ImportJSON
 
 here = Path(__file__).parent
 records = JSONFile("records", here / "data" / "records.json")
 db = SQLite("app", here / "data" / "app.db")
 
 def reader(doc, name):
-    from handrail.ops.json_import import SourceRecord
+    from handrail.steps.json_import import SourceRecord
     return [SourceRecord(name, str(r["id"]), r) for r in doc]
 
 runbook = Runbook("load", steps=[ImportJSON("load", source=records, reader=reader, db=db,

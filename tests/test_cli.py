@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from handrail.journal import Journal
+from handrail.engine.journal import Journal
 
 from .helpers import cli, cli_proc, make_items_db, write
 

@@ -243,7 +243,7 @@ def test_review_and_ties_refuse_a_runbook_of_another_recipe(tmp_path: Path) -> N
         tmp_path / "runbook.py",
         f"""
         from handrail import Runbook, SQLite
-        from handrail.ops.sql import AddColumns
+        from handrail.steps.sql import AddColumns
 
         runbook = Runbook("other", steps=[
             AddColumns("add", SQLite("recon", {str(db)!r}), table="items",
@@ -267,7 +267,7 @@ def test_ties_finds_the_database_the_recipe_writes_domains_to(tmp_path: Path) ->
         tmp_path / "runbook.py",
         f"""
         from handrail import Runbook, SQLite
-        from handrail.ops.backfill import Backfill
+        from handrail.steps.backfill import Backfill
         from handrail.recipes.domains.logic import COLUMNS
 
         runbook = Runbook("renamed", steps=[

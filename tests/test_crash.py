@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from handrail.journal import CRASH_ENV, Journal
+from handrail.engine.journal import CRASH_ENV, Journal
 from handrail.recipes.json_state.recipe import DB_FILE
 from handrail.recipes.json_state.sample import make_sample
 from handrail.resources import Directory, SQLite

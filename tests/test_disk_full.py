@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from handrail.journal import Journal
+from handrail.engine.journal import Journal
 from handrail.model import RunStatus
 
 from .digests import sqlite_digest
@@ -180,7 +180,7 @@ def test_data_disk_fills_mid_run_then_resumes(tmp_path: Path, tmpfs: Path, leave
 RETIRE = """
 from pathlib import Path
 from handrail import Runbook, SQLite
-from handrail.ops.sql import SQL
+from handrail.steps.sql import SQL
 db = SQLite("items", Path({db!r}))
 runbook = Runbook("retire", steps=[
     SQL("retire old", db, up="UPDATE items SET status='retired' WHERE status='old'",

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from handrail import recipes
-from handrail.journal import StepRow
-from handrail.loader import load_runbook
+from handrail.engine.journal import StepRow
+from handrail.engine.loader import load_runbook
 from handrail.model import Plan, StepStatus
 from handrail.report import FOOTER_MARK, DocInputs, Rehearsal, rollback_estimate
 

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from handrail import Journal, Runbook, RunStatus
-from handrail.loader import runbook_key
+from handrail.engine.loader import runbook_key
 from handrail.recipes.domains.logic import CATEGORY_OF, PUSHABLE, uuid_of
 from handrail.recipes.domains.recipe import backfill_steps, build, push_steps
 from handrail.recipes.domains.sample import make_sample

@@ -24,11 +24,11 @@ from handrail import (
     checks,
     load_runbook,
 )
+from handrail.engine.executor import Observer
 from handrail.errors import PolicyError, RunbookError
-from handrail.executor import Observer
 from handrail.model import CheckResult
-from handrail.ops.checkpoint import Checkpoint
 from handrail.resources.base import Resource
+from handrail.steps.checkpoint import Checkpoint
 
 from .helpers import make_executor, make_items_db, run_runbook, write
 
@@ -82,7 +82,7 @@ def test_plan_changes_nothing_and_creates_no_state(tmp_path: Path) -> None:
     }
     assert db.fingerprint().digest == before
     # Executor() opened a journal for the run; planning alone must not need one:
-    from handrail.executor import plan_runbook
+    from handrail.engine.executor import plan_runbook
 
     (tmp_path / ".handrail").exists() and __import__("shutil").rmtree(tmp_path / ".handrail")
     plan_runbook(rb)

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from handrail import Runbook, RunStatus, SQLite
+from handrail.engine.fencing import holding
+from handrail.engine.journal import Heartbeat, Journal, Lease
 from handrail.errors import LeaseLost
-from handrail.fencing import holding
-from handrail.journal import Heartbeat, Journal, Lease
-from handrail.ops.backfill import Backfill
+from handrail.steps.backfill import Backfill
 
 from .digests import pg_digest, sqlite_digest
 from .helpers import HANDRAIL, cli_proc, make_items_db, run_runbook, write
@@ -40,7 +40,7 @@ import os
 import time
 from pathlib import Path
 from handrail import Runbook, SQLite
-from handrail.ops.backfill import Backfill
+from handrail.steps.backfill import Backfill
 
 DELAY = float(os.environ.get("FENCING_TEST_DELAY", "0"))
 db = SQLite("db", Path(__file__).parent / "items.db")
@@ -218,7 +218,7 @@ PG_RUNBOOK = """
 import os
 import time
 from handrail import Runbook
-from handrail.ops.pg_backfill import PgBackfill
+from handrail.steps.pg_backfill import PgBackfill
 from handrail.resources.postgres import Postgres
 
 DELAY = float(os.environ.get("FENCING_TEST_DELAY", "0"))

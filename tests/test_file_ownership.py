@@ -32,7 +32,7 @@ UID, GID = 1234, 2345
 TRANSFORM = """
 from pathlib import Path
 from handrail import JSONFile, Runbook
-from handrail.ops.json_transform import TransformJSON
+from handrail.steps.json_transform import TransformJSON
 
 here = Path(__file__).parent
 config = JSONFile("config", here / "app" / "config.json")
@@ -42,7 +42,7 @@ runbook = Runbook("bump", steps=[TransformJSON("bump", config, lambda d: {**d, "
 QUARANTINE = """
 from pathlib import Path
 from handrail import Directory, Runbook
-from handrail.ops.quarantine import QuarantineDelete
+from handrail.steps.quarantine import QuarantineDelete
 
 here = Path(__file__).parent
 files = Directory("files", here / "app" / "files")

@@ -25,9 +25,9 @@ from handrail import (
     RunStatus,
     Tier,
 )
-from handrail.journal import CRASH_ENV
-from handrail.ops.http_push import STORE_FILE, HTTPPush, PushStore
+from handrail.engine.journal import CRASH_ENV
 from handrail.resources.http import HTTPService, TokenBucket
+from handrail.steps.http_push import STORE_FILE, HTTPPush, PushStore
 from handrail.testing.peertube import (
     Faults,
     PeerTubeServer,
@@ -244,7 +244,7 @@ RUNBOOK = """
 import json
 from pathlib import Path
 from handrail import Gate, Runbook
-from handrail.ops.http_push import HTTPPush
+from handrail.steps.http_push import HTTPPush
 from handrail.resources.http import HTTPService
 
 here = Path(__file__).parent

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from handrail import RunStatus, SQLite
-from handrail.loader import load_runbook
+from handrail.engine.loader import load_runbook
 from handrail.recipes.json_state.recipe import DB_FILE, MARKER_FILE, build, infer_value, parse_time
 from handrail.recipes.json_state.sample import FILES, SampleInfo, make_sample
 from handrail.resources import Directory

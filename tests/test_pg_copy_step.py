@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from handrail import Gate, Runbook, RunStatus, SQLite
-from handrail.journal import CRASH_ENV
+from handrail.engine.journal import CRASH_ENV
 from handrail.resources.postgres import Postgres
 from handrail.tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
 from handrail.tablecopy.steps import CopyTable, Parity

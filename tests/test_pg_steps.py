@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from handrail import Runbook, RunStatus
-from handrail.ops.pg_sql import PgSQL
 from handrail.resources.postgres import Postgres
+from handrail.steps.pg_sql import PgSQL
 
 from .helpers import run_runbook
 

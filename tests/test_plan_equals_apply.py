@@ -19,10 +19,10 @@ import pytest
 
 from handrail import Backfill, Executor, Journal, Runbook, RunOptions, RunStatus, SQLite
 from handrail.model import Plan
-from handrail.ops.json_import import ImportRecords, RecordError, SourceRecord
-from handrail.ops.pg_backfill import PgBackfill
-from handrail.ops.sql import CreateSchema
 from handrail.resources.postgres import Postgres
+from handrail.steps.json_import import ImportRecords, RecordError, SourceRecord
+from handrail.steps.pg_backfill import PgBackfill
+from handrail.steps.sql import CreateSchema
 
 from .digests import pg_digest, sqlite_digest
 

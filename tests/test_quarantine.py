@@ -28,9 +28,9 @@ from handrail import (
     StepContext,
     Tier,
 )
-from handrail.executor import plan_runbook
-from handrail.journal import CRASH_ENV
-from handrail.ops.quarantine import QuarantineDelete, RowUpdate, purge_quarantine
+from handrail.engine.executor import plan_runbook
+from handrail.engine.journal import CRASH_ENV
+from handrail.steps.quarantine import QuarantineDelete, RowUpdate, purge_quarantine
 
 from .digests import tree_digest
 from .helpers import cli, cli_proc, make_executor, write
@@ -231,7 +231,7 @@ def test_rollback_leaves_recreated_and_damaged_items_then_force(tmp_path: Path) 
 RUNBOOK = """
 from pathlib import Path
 from handrail import Directory, Gate, Runbook, SQLite
-from handrail.ops.quarantine import QuarantineDelete, RowUpdate
+from handrail.steps.quarantine import QuarantineDelete, RowUpdate
 
 here = Path(__file__).parent
 concepts = Directory("concepts", here / "concepts")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from handrail import Journal, RunStatus
-from handrail.loader import load_runbook, runbook_key
-from handrail.rehearse import RehearsalOptions, rehearse, table_diff
+from handrail.engine.loader import load_runbook, runbook_key
+from handrail.engine.rehearse import RehearsalOptions, rehearse, table_diff
 from handrail.resources import Directory, SQLite
 
 from .helpers import cli, make_items_db, write

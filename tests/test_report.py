@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from handrail.journal import Journal
-from handrail.loader import runbook_key
+from handrail.engine.journal import Journal
+from handrail.engine.loader import runbook_key
 
 from .helpers import cli, make_items_db, write
 

@@ -128,12 +128,12 @@ def test_the_engine_facts_win_over_a_step_without_an_inverse(tmp_path: Path) -> 
 
 # -- report/ knows no step type -------------------------------------------------------------
 #: where handrail's steps live
-STEP_PACKAGES = ("handrail.ops", "handrail.recipes", "handrail.tablecopy")
+STEP_PACKAGES = ("handrail.steps", "handrail.ops", "handrail.recipes", "handrail.tablecopy")
 
 
 def step_classes() -> dict[str, type[Step]]:
     """Every Step subclass handrail ships (ops and recipes), by class name."""
-    for pkg in ("handrail.ops", "handrail.recipes", "handrail.tablecopy"):
+    for pkg in ("handrail.steps", "handrail.recipes", "handrail.tablecopy"):
         base = importlib.import_module(pkg)
         for info in pkgutil.walk_packages(base.__path__, pkg + "."):
             importlib.import_module(info.name)
@@ -179,7 +179,7 @@ def test_the_report_imports_no_step_class_and_asks_no_step_its_type() -> None:
 def test_the_scan_would_catch_the_old_switch() -> None:
     """The scan is not vacuous: the way describe.py used to know steps is caught."""
     old = (
-        "from ..ops.sql import SQL, AddColumns\n"
+        "from ..steps.sql import SQL, AddColumns\n"
         "from ..runbook import Step\n"
         "def f(step):\n"
         "    if isinstance(step, AddColumns | SQL):\n"
@@ -190,7 +190,7 @@ def test_the_scan_would_catch_the_old_switch() -> None:
     assert found == [
         "imports AddColumns",
         "imports SQL",
-        "imports handrail.ops.sql",
+        "imports handrail.steps.sql",
         "isinstance on AddColumns",
         "isinstance on SQL",
         "names 'PgSQL'",

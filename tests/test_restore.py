@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from handrail.journal import Journal
+from handrail.engine.journal import Journal
 
 from .digests import sqlite_digest, tree_digest, unchanged
 from .helpers import cli_proc, make_items_db, write
@@ -18,7 +18,7 @@ from .helpers import cli_proc, make_items_db, write
 RUNBOOK = """
 from pathlib import Path
 from handrail import Runbook, SQLite, JSONFile
-from handrail.ops.sql import SQL
+from handrail.steps.sql import SQL
 here = Path(__file__).parent
 db = SQLite("items", here / "items.db")
 conf = JSONFile("conf", here / "conf.json")

@@ -40,13 +40,13 @@ from handrail import (
     TransformJSON,
 )
 from handrail.errors import PolicyError
-from handrail.ops.checkpoint import Checkpoint
-from handrail.ops.json_import import ImportRecords, SourceRecord
-from handrail.ops.pg_backfill import PgBackfill
-from handrail.ops.pg_sql import PgSQL
-from handrail.ops.quarantine import QuarantineDelete
 from handrail.resources.postgres import Postgres
 from handrail.runbook import Step
+from handrail.steps.checkpoint import Checkpoint
+from handrail.steps.json_import import ImportRecords, SourceRecord
+from handrail.steps.pg_backfill import PgBackfill
+from handrail.steps.pg_sql import PgSQL
+from handrail.steps.quarantine import QuarantineDelete
 from handrail.tablecopy.mapping import Column, TableMap
 from handrail.tablecopy.steps import CopyTable
 
@@ -56,23 +56,27 @@ from .helpers import cli, make_executor, make_items_db, write
 # -- the matrix's coverage ----------------------------------------------------------------
 #: every Step subclass, and the test that rolls it back after someone else changed its work
 COVERED: dict[str, str] = {
-    "handrail.ops.sql.SQL": "test_sql_created_table_with_their_rows_is_not_dropped",
-    "handrail.ops.sql.CreateSchema": "test_create_schema_table_with_their_rows_is_not_dropped",
-    "handrail.ops.sql.AddColumns": "test_added_columns_holding_their_values_are_not_dropped",
-    "handrail.ops.sql.CreateIndex": "test_create_index_undo_keeps_their_rows",
-    "handrail.ops.backfill.Backfill": "test_added_columns_holding_their_values_are_not_dropped",
-    "handrail.ops.json_import.ImportRecords": "test_import_never_deletes_a_row_they_changed",
-    "handrail.ops.json_import.ImportJSON": "test_import_never_deletes_a_row_they_changed "
+    "handrail.steps.sql.SQL": "test_sql_created_table_with_their_rows_is_not_dropped",
+    "handrail.steps.sql.CreateSchema": "test_create_schema_table_with_their_rows_is_not_dropped",
+    "handrail.steps.sql.AddColumns": "test_added_columns_holding_their_values_are_not_dropped",
+    "handrail.steps.sql.CreateIndex": "test_create_index_undo_keeps_their_rows",
+    "handrail.steps.backfill.Backfill": "test_added_columns_holding_their_values_are_not_dropped",
+    "handrail.steps.json_import.ImportRecords": "test_import_never_deletes_a_row_they_changed",
+    "handrail.steps.json_import.ImportJSON": "test_import_never_deletes_a_row_they_changed "
     "(ImportRecords reading a JSON file: same undo log)",
     "handrail.recipes.domains.recipe.StampPushed": "test_added_columns_holding_their_values_"
     "are_not_dropped (a Backfill) and tests/test_domains_recipe.py",
-    "handrail.ops.json_transform.TransformJSON": "test_transform_json_rewritten_file_is_a_conflict",
-    "handrail.ops.quarantine.QuarantineDelete": "test_quarantine_never_overwrites_a_recreated_path",
-    "handrail.ops.checkpoint.Checkpoint": "test_checkpoint_undo_touches_nothing",
-    "handrail.ops.pg_sql.PgSQL": "test_pg_sql_created_table_with_their_rows_is_not_dropped",
-    "handrail.ops.pg_backfill.PgBackfill": "test_pg_backfill_conflict_then_force",
+    "handrail.steps.json_transform.TransformJSON": (
+        "test_transform_json_rewritten_file_is_a_conflict"
+    ),
+    "handrail.steps.quarantine.QuarantineDelete": (
+        "test_quarantine_never_overwrites_a_recreated_path"
+    ),
+    "handrail.steps.checkpoint.Checkpoint": "test_checkpoint_undo_touches_nothing",
+    "handrail.steps.pg_sql.PgSQL": "test_pg_sql_created_table_with_their_rows_is_not_dropped",
+    "handrail.steps.pg_backfill.PgBackfill": "test_pg_backfill_conflict_then_force",
     "handrail.tablecopy.steps.CopyTable": "test_copy_table_is_not_emptied_after_they_wrote_to_it",
-    "handrail.ops.http_push.HTTPPush": "tests/test_http_push.py::"
+    "handrail.steps.http_push.HTTPPush": "tests/test_http_push.py::"
     "test_rollback_reports_a_video_changed_since_and_force_restores_it",
     "handrail.recipes.dhash.recipe.HashImages": "tests/test_dhash_recipe.py (store is the run's)",
     "handrail.recipes.dhash.recipe.FindDuplicates": "tests/test_dhash_recipe.py (the run's own)",

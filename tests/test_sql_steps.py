@@ -18,7 +18,7 @@ from handrail import (
     RunStatus,
     SQLite,
 )
-from handrail.ops.sql import split_sql
+from handrail.steps.sql import split_sql
 
 from .helpers import make_items_db, run_runbook
 

@@ -10,7 +10,10 @@ core works without them. Modules below this one are private: their paths may cha
 from typing import TYPE_CHECKING
 
 from . import checks
-from .context import StepContext
+from .engine.context import StepContext
+from .engine.executor import Executor, Observer, RunOptions, RunResult
+from .engine.journal import Journal
+from .engine.loader import load_runbook, runbook_key
 from .errors import (
     BackupError,
     BadInput,
@@ -27,29 +30,26 @@ from .errors import (
     RunbookError,
     StepFailed,
 )
-from .executor import Executor, Observer, RunOptions, RunResult
-from .journal import Journal
-from .loader import load_runbook, runbook_key
 from .model import BlastRadius, CheckResult, Outcome, Plan, RunStatus, StepStatus, Tier
-from .ops.backfill import Backfill
-from .ops.checkpoint import Checkpoint
-from .ops.json_import import ImportJSON, ImportRecords, RecordError, RejectShare, SourceRecord
-from .ops.json_transform import TransformJSON
-from .ops.sql import SQL, AddColumns, CreateIndex, CreateSchema
 from .resources import Backup, Directory, Fingerprint, JSONFile, Resource, SQLite
 from .runbook import Check, Gate, Runbook, Stages, Step
+from .steps.backfill import Backfill
+from .steps.checkpoint import Checkpoint
+from .steps.json_import import ImportJSON, ImportRecords, RecordError, RejectShare, SourceRecord
+from .steps.json_transform import TransformJSON
+from .steps.sql import SQL, AddColumns, CreateIndex, CreateSchema
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these on use
-    from .ops.http_push import HTTPPush
-    from .ops.pg_backfill import PgBackfill
-    from .ops.pg_sql import PgSQL
-    from .ops.quarantine import QuarantineDelete, RowUpdate
-    from .rehearse import RehearsalOptions, RehearsalResult, rehearse
+    from .engine.rehearse import RehearsalOptions, RehearsalResult, rehearse
     from .report import DocInputs, last_rehearsal, render, run_report, runbook_document
     from .resources.http import HTTPService
     from .resources.postgres import Postgres
+    from .steps.http_push import HTTPPush
+    from .steps.pg_backfill import PgBackfill
+    from .steps.pg_sql import PgSQL
+    from .steps.quarantine import QuarantineDelete, RowUpdate
     from .tablecopy import mapping as conversions
     from .tablecopy.mapping import Column, CopySpec, TableMap
     from .tablecopy.steps import CopyTable, Parity
@@ -58,13 +58,13 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these
 _LAZY: dict[str, tuple[str, ...]] = {
     "handrail.resources.postgres": ("Postgres",),
     "handrail.resources.http": ("HTTPService",),
-    "handrail.ops.pg_sql": ("PgSQL",),
-    "handrail.ops.pg_backfill": ("PgBackfill",),
-    "handrail.ops.http_push": ("HTTPPush",),
-    "handrail.ops.quarantine": ("QuarantineDelete", "RowUpdate"),
+    "handrail.steps.pg_sql": ("PgSQL",),
+    "handrail.steps.pg_backfill": ("PgBackfill",),
+    "handrail.steps.http_push": ("HTTPPush",),
+    "handrail.steps.quarantine": ("QuarantineDelete", "RowUpdate"),
     "handrail.tablecopy.steps": ("CopyTable", "Parity"),
     "handrail.tablecopy.mapping": ("Column", "CopySpec", "TableMap"),
-    "handrail.rehearse": ("RehearsalOptions", "RehearsalResult", "rehearse"),
+    "handrail.engine.rehearse": ("RehearsalOptions", "RehearsalResult", "rehearse"),
     "handrail.report": ("DocInputs", "last_rehearsal", "render", "run_report", "runbook_document"),
 }
 #: module namespaces exported whole

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .context import StepContext
+from .engine.context import StepContext
 from .model import CheckResult
 from .runbook import Check, describe_callable
 

@@ -38,7 +38,7 @@ from .model import BlastRadius, CheckResult, Plan, Tier
 from .resources.base import Resource
 
 if TYPE_CHECKING:
-    from .context import StepContext
+    from .engine.context import StepContext
 
 GateAt = Literal["plan", "stage", "done"]
 

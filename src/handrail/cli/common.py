@@ -21,10 +21,10 @@ import click
 from rich.console import Console
 
 from .. import __version__
+from ..engine.executor import RunOptions, RunResult
+from ..engine.journal import Journal, RunRow
+from ..engine.loader import default_state_dir, load_runbook, runbook_key
 from ..errors import BadInput, HandrailError
-from ..executor import RunOptions, RunResult
-from ..journal import Journal, RunRow
-from ..loader import default_state_dir, load_runbook, runbook_key
 from ..model import RunStatus
 from ..redact import redact
 from ..runbook import Runbook

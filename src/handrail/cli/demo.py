@@ -19,9 +19,9 @@ import click
 from rich.table import Table
 
 from .. import recipes
+from ..engine.executor import Executor
+from ..engine.loader import load_runbook, runbook_key
 from ..errors import PolicyError
-from ..executor import Executor
-from ..loader import load_runbook, runbook_key
 from ..model import RunStatus
 from ..recipes.demo_services import describe as describe_services
 from .common import console, errors, finish, json_option, main, open_journal, options

@@ -24,14 +24,14 @@ from rich.progress import (
 from rich.prompt import Confirm
 from rich.table import Table
 
-from ..executor import Observer
+from ..engine.executor import Observer
 from ..model import CheckResult, Plan
 from ..runbook import Gate, Step
 
 if TYPE_CHECKING:
-    from ..journal import Journal
-    from ..rehearse import RehearsalResult
-    from ..restore import RestorePlan, RestoreResult
+    from ..engine.journal import Journal
+    from ..engine.rehearse import RehearsalResult
+    from ..engine.restore import RestorePlan, RestoreResult
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
 TIER_STYLE = {

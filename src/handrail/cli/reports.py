@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.markup import escape
 
+from ..engine.executor import plan_runbook
+from ..engine.journal import Journal
+from ..engine.loader import default_state_dir, load_runbook, runbook_key
+from ..engine.rehearse import RehearsalOptions, check_clonable
+from ..engine.rehearse import rehearse as run_rehearsal
 from ..errors import BadInput, HandrailError
-from ..executor import plan_runbook
-from ..journal import Journal
-from ..loader import default_state_dir, load_runbook, runbook_key
-from ..rehearse import RehearsalOptions, check_clonable
-from ..rehearse import rehearse as run_rehearsal
 from ..report import DocInputs, last_rehearsal, render, run_report, runbook_document
 from ..resources._files import atomic_write_bytes
 from .common import (
@@ -35,7 +35,7 @@ from .common import (
 from .render import PhaseObserver, show_rehearsal
 
 if TYPE_CHECKING:
-    from ..journal import RunRow
+    from ..engine.journal import RunRow
     from ..report.document import Format
     from ..report.runbook_doc import Part
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from ..engine.executor import Executor, plan_runbook
+from ..engine.journal import whoami
+from ..engine.loader import load_runbook, runbook_key
+from ..engine.preflight import DEFAULT_LIMIT
 from ..errors import PolicyError
-from ..executor import Executor, plan_runbook
-from ..journal import whoami
-from ..loader import load_runbook, runbook_key
 from ..model import RunStatus
-from ..preflight import DEFAULT_LIMIT
 from .common import (
     console,
     err_console,

@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from ..engine.executor import Executor
+from ..engine.restore import RestorePlan, backup_objects, plan_restore
 from ..errors import BadInput, HandrailError, PolicyError
-from ..executor import Executor
-from ..ops.quarantine import human_bytes, purge_quarantine
 from ..resources.base import verify_backup
-from ..restore import RestorePlan, backup_objects, plan_restore
+from ..steps.quarantine import human_bytes, purge_quarantine
 from .common import (
     STATE_ENV,
     console,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..journal import Journal, RunRow
+from ..engine.journal import Journal, RunRow
 from ..runbook import Runbook
 from .describe import fmt_seconds
 from .document import Document, code, plain, strong

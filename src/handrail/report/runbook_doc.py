@@ -5,7 +5,7 @@ What comes from where:
 
 - steps, tiers, stages, gates, checks, blast radius, prerequisites: the definition
   (:meth:`Runbook.describe`, each check's ``describe()``);
-- what each step would change now: a dry run (:func:`~handrail.executor.plan_runbook`),
+- what each step would change now: a dry run (:func:`~handrail.engine.executor.plan_runbook`),
   when the caller made one;
 - rollback times: the last rehearsal in the journal (``handrail rehearse``), scaled from
   the items the rehearsal's dry run counted to the items the current dry run counts.
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
+from ..engine.journal import Journal, StepRow
+from ..engine.rehearse import check_clonable
 from ..errors import HandrailError
-from ..journal import Journal, StepRow
 from ..model import Plan, Tier
-from ..rehearse import check_clonable
 from ..resources.base import Resource
 from ..runbook import Gate, Runbook, Step
 from .describe import (
@@ -51,7 +51,7 @@ Part = Literal["all", "runbook", "blast"]
 
 @dataclass(frozen=True)
 class Rehearsal:
-    """What the last rehearsal of a runbook measured (see :mod:`handrail.rehearse`)."""
+    """What the last rehearsal of a runbook measured (see :mod:`handrail.engine.rehearse`)."""
 
     run_id: str
     ok: bool

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .. import fencing
+from ..engine import fencing
 from ..errors import CredentialsRefused, ResourceError, StepFailed
 from ..hashing import canonical_json, digest_parts, sha256_file, sha256_text
 from ..redact import redact, register_secret

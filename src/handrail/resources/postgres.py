@@ -35,8 +35,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ..engine.fencing import current_fence, postgres_fence
 from ..errors import BackupError, HandrailError, ResourceError
-from ..fencing import current_fence, postgres_fence
 from ..hashing import digest_parts, sha256_file
 from ..redact import redact
 from .base import ABSENT, Backup, Fingerprint, Resource

@@ -25,8 +25,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..engine.fencing import SQLITE_FENCE_TABLE, current_fence, sqlite_fence
 from ..errors import ResourceError
-from ..fencing import SQLITE_FENCE_TABLE, current_fence, sqlite_fence
 from ..hashing import digest_parts, sha256_file
 from .base import ABSENT, Backup, Fingerprint, Resource, probe_directory, probe_file
 
@@ -549,7 +549,7 @@ class SQLite(Resource):
         """Record a batch inside the caller's open transaction, beside the change itself.
 
         A process whose lease was taken over is refused here (:class:`LeaseLost`), inside
-        the batch's transaction, so its whole batch rolls back (see handrail.fencing).
+        the batch's transaction, so its whole batch rolls back (see handrail.engine.fencing).
         """
         sqlite_fence(conn)
         conn.execute(SQLite.LEDGER_DDL)

@@ -14,15 +14,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
-from ..context import StepContext
+from ..engine.context import StepContext
 from ..errors import PolicyError
 from ..inline import code, names
 from ..model import CheckResult, Plan
-from ..ops import owned
 from ..resources.names import quote_ident
 from ..resources.postgres import Postgres
 from ..resources.sqlite import SQLite
 from ..runbook import BATCH_WORST_CASE, Check, Step
+from ..steps import owned
 from .copy import CopyJob, KeyRange, Prepared, TargetTable
 from .mapping import CopySpec, TableMap
 from .parity import parity

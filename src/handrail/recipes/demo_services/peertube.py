@@ -1,5 +1,5 @@
 """A small PeerTube-like API on loopback, backed by a real PostgreSQL ``video`` table, with
-fault injection: for tests and demos of :class:`handrail.ops.http_push.HTTPPush`.
+fault injection: for tests and demos of :class:`handrail.steps.http_push.HTTPPush`.
 
 Endpoints (the subset of PeerTube's REST API a category push uses)::
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import click
 
 from ...cli.common import console, errors, json_option, open_journal
+from ...engine.loader import load_runbook, runbook_key
 from ...errors import BadInput
-from ...loader import load_runbook, runbook_key
 
 if TYPE_CHECKING:
     from .recipe import FindDuplicates

@@ -29,17 +29,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...checks import Predicate
-from ...context import StepContext
+from ...engine.context import StepContext
 from ...errors import ResourceError
 from ...hashing import sha256_file
 from ...inline import code
 from ...model import BlastRadius, Plan
-from ...ops.json_transform import TransformJSON
 from ...resources import JSONFile
 from ...resources._files import atomic_write_bytes
 from ...resources.jsonfile import load_json
 from ...resources.sqlite import transaction
 from ...runbook import Gate, Runbook, Step
+from ...steps.json_transform import TransformJSON
 
 NAME = "dhash"
 SUMMARY = "image library: dHash fingerprints, near-duplicate clusters and a review queue"

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from ...cli.common import console, errors, json_option
+from ...engine.loader import load_runbook
 from ...errors import BadInput
-from ...loader import load_runbook
 from .logic import COLUMNS
 
 #: the column the passes write a document's status to (``tied_manual`` waits for a human)
@@ -23,7 +23,7 @@ _STATUS = COLUMNS[1]
 
 def review_database(runbook: Path) -> Path:
     """The SQLite database of the runbook whose documents get the recipe's domain status."""
-    from ...ops.backfill import Backfill
+    from ...steps.backfill import Backfill
 
     for step in load_runbook(runbook).steps:
         if isinstance(step, Backfill) and _STATUS in step.columns:
@@ -92,7 +92,7 @@ def ties_resolve(runbook: Path, doc_hash: str, domain: str, who: str | None) -> 
     HASH is the full hash or a unique prefix of at least 8 characters, such as the 12
     that `handrail ties list` shows.
     """
-    from ...journal import whoami
+    from ...engine.journal import whoami
     from .review import resolve
 
     with errors():

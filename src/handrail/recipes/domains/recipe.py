@@ -29,13 +29,13 @@ from ...checks import (
     Sample,
     SchemaSuperset,
 )
-from ...context import StepContext
+from ...engine.context import StepContext
 from ...errors import ResourceError
 from ...model import BlastRadius, CheckResult, Plan
-from ...ops.backfill import Backfill, deferred
-from ...ops.sql import AddColumns, CreateIndex
 from ...resources import Directory, SQLite
 from ...runbook import Check, Gate, Runbook, Step
+from ...steps.backfill import Backfill, deferred
+from ...steps.sql import AddColumns, CreateIndex
 from .logic import CATEGORY_OF, COLUMNS, PUSHABLE, Catalogue, pass1, pass2, uuid_of
 
 NAME = "domains"
@@ -54,9 +54,9 @@ REPROCESS_BENCHMARK = {"needs_reprocess": 19.5}
 PUSHABLE_SQL = ", ".join(f"'{s.value}'" for s in sorted(PUSHABLE))
 
 if TYPE_CHECKING:  # PostgreSQL and HTTP stay optional until the push is built
-    from ...ops.http_push import HTTPPush
     from ...resources.http import HTTPService
     from ...resources.postgres import Postgres
+    from ...steps.http_push import HTTPPush
 
 
 class NothingLeftOr(Check):
@@ -349,7 +349,7 @@ def push_categories(
 ) -> HTTPPush:
     """Step 5: each video's category through PeerTube's API, in stages, each stage gated
     by PeerTube's own per-category counts."""
-    from ...ops.http_push import HTTPPush
+    from ...steps.http_push import HTTPPush
 
     counts = StageCounts(peertube_db)
     push = HTTPPush(
@@ -433,7 +433,7 @@ def reprocess_missing(
 ) -> Step:
     """Step 7, destructive: stale concept directories go to the run's quarantine (a
     rename, undone byte-identical) and their documents back to catalogued, in stages."""
-    from ...ops.quarantine import QuarantineDelete, RowUpdate
+    from ...steps.quarantine import QuarantineDelete, RowUpdate
 
     return QuarantineDelete(
         "reprocess missing",
@@ -530,7 +530,7 @@ class StampPushed(Backfill):
     def _applied(self, ctx: StepContext) -> set[tuple[str, int]] | None:
         """(uuid, category) of every item the push confirmed or found already set; None in
         a dry run before the push (then every item it would send counts)."""
-        from ...ops.http_push import STORE_FILE, ItemStatus, PushStore
+        from ...steps.http_push import STORE_FILE, ItemStatus, PushStore
 
         path = ctx.work_dir / self.push.name / STORE_FILE
         if not path.exists():

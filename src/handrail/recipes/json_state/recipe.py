@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from ...checks import ColumnsExist, FilesUnchanged, Predicate, Sample, SchemaSuperset
-from ...context import StepContext
+from ...engine.context import StepContext
 from ...errors import ResourceError
 from ...hashing import sha256_file
 from ...model import BlastRadius
-from ...ops.checkpoint import Checkpoint
-from ...ops.json_import import ImportJSON, ImportRecords, RecordError, RejectShare, SourceRecord
-from ...ops.json_transform import TransformJSON
-from ...ops.sql import CreateSchema
 from ...resources import Directory, JSONFile, SQLite
 from ...runbook import Gate, Runbook
+from ...steps.checkpoint import Checkpoint
+from ...steps.json_import import ImportJSON, ImportRecords, RecordError, RejectShare, SourceRecord
+from ...steps.json_transform import TransformJSON
+from ...steps.sql import CreateSchema
 
 NAME = "json-state"
 SUMMARY = (

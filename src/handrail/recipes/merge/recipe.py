@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from ...checks import Predicate, RecordsPreserved
-from ...context import StepContext
+from ...engine.context import StepContext
 from ...errors import ResourceError
 from ...model import BlastRadius
-from ...ops.json_import import ImportRecords, RecordError, SourceRecord
-from ...ops.json_transform import TransformJSON
-from ...ops.pg_sql import PgSQL
-from ...ops.sql import CreateSchema
 from ...resources import JSONFile, SQLite
 from ...resources.postgres import Postgres
 from ...runbook import Check, Gate, Runbook
+from ...steps.json_import import ImportRecords, RecordError, SourceRecord
+from ...steps.json_transform import TransformJSON
+from ...steps.pg_sql import PgSQL
+from ...steps.sql import CreateSchema
 from ...tablecopy.mapping import Column, TableMap, boolean, jsonb, timestamptz
 from ...tablecopy.steps import CopyTable, Parity
 from . import rules

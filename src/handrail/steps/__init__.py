@@ -1,0 +1,1 @@
+"""steps: see docs/design.md, "Layout"."""
